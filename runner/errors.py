@@ -1,0 +1,49 @@
+"""One exception tree for the whole project.
+
+    RunnerError                 every expected error; the CLI prints its message as one line
+    ├── SpecError               a job spec or CLI argument is wrong (exit code 2)
+    ├── ConfigError             the task's environment or arguments are wrong (exit code 2)
+    ├── StoreError              a checkpoint store cannot be read or written
+    │   └── CorruptCheckpoint   a step exists but does not match its manifest
+    ├── BackendError            a backend could not submit, poll or cancel
+    │   └── SubmitError         submission failed (retried with backoff by the watcher)
+    └── LedgerError             the ledger cannot be opened or is inconsistent
+
+Anything else is a bug and gets a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """An expected error: its message is one line naming the cause and the fix."""
+
+    exit_code: int = 1
+
+
+class SpecError(RunnerError):
+    exit_code = 2
+
+
+class ConfigError(RunnerError):
+    exit_code = 2
+
+
+class StoreError(RunnerError):
+    pass
+
+
+class CorruptCheckpoint(StoreError):
+    pass
+
+
+class BackendError(RunnerError):
+    pass
+
+
+class SubmitError(BackendError):
+    pass
+
+
+class LedgerError(RunnerError):
+    pass

@@ -1,0 +1,97 @@
+"""The container contract's environment, read once into a typed object.
+
+See DESIGN.md, "The container contract". Every variable has a default so a task also runs by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from runner.errors import ConfigError
+
+#: Exit codes of the contract.
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 75
+
+NOTICE_CHOICES = ("auto", "aws", "gcp", "azure", "none")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``90s``, ``5m``, ``1.5h``, ``250ms`` into seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 5m or 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class CheckpointEvery:
+    """When to checkpoint: at each epoch end, every N steps, every T seconds, or ``auto``."""
+
+    kind: str  # "epoch" | "steps" | "seconds" | "auto"
+    value: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> CheckpointEvery:
+        text = str(text).strip()
+        if text in ("epoch", "auto"):
+            return cls(text)
+        if text.isdigit() and int(text) > 0:
+            return cls("steps", int(text))
+        try:
+            seconds = parse_duration(text)
+        except ValueError:
+            raise ConfigError(
+                f"RUNNER_CHECKPOINT_EVERY={text!r} is not valid: use 'epoch', a step count "
+                "such as 200, a duration such as 90s, or 'auto'"
+            ) from None
+        if seconds <= 0:
+            raise ConfigError(f"RUNNER_CHECKPOINT_EVERY={text!r} must be positive")
+        return cls("seconds", seconds)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the runner tells one attempt, from the ``RUNNER_*`` environment."""
+
+    job_id: str
+    attempt: int
+    checkpoint_uri: str
+    notice: str
+    metadata_url: str | None
+    halt_file: str | None
+    checkpoint_every: CheckpointEvery
+    keep: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunContext:
+        env = os.environ if environ is None else environ
+        attempt_text = env.get("RUNNER_ATTEMPT", "1")
+        if not attempt_text.isdigit() or int(attempt_text) < 1:
+            raise ConfigError(f"RUNNER_ATTEMPT={attempt_text!r} must be a positive integer")
+        notice = env.get("RUNNER_NOTICE", "auto").strip().lower()
+        if notice not in NOTICE_CHOICES:
+            raise ConfigError(
+                f"RUNNER_NOTICE={notice!r} is not valid: use one of {', '.join(NOTICE_CHOICES)}"
+            )
+        keep_text = env.get("RUNNER_CHECKPOINT_KEEP", "3")
+        if not keep_text.isdigit() or int(keep_text) < 1:
+            raise ConfigError(f"RUNNER_CHECKPOINT_KEEP={keep_text!r} must be an integer >= 1")
+        uri = env.get("RUNNER_CHECKPOINT_URI", "file:///checkpoints")
+        return cls(
+            job_id=env.get("RUNNER_JOB_ID", "local"),
+            attempt=int(attempt_text),
+            checkpoint_uri=uri,
+            notice=notice,
+            metadata_url=env.get("RUNNER_METADATA_URL") or None,
+            halt_file=env.get("RUNNER_HALT_FILE", "halt.txt") or None,
+            checkpoint_every=CheckpointEvery.parse(env.get("RUNNER_CHECKPOINT_EVERY", "auto")),
+            keep=int(keep_text),
+        )

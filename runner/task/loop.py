@@ -1,0 +1,243 @@
+"""The training loop every task shares: resume, train, checkpoint, heed notices, finish.
+
+A task supplies its model, data and one training step (:class:`TrainTask`); this loop owns the
+contract: the exact position (epoch, batch inside the epoch, global step), every RNG, when to
+checkpoint, what a notice does, the progress files, the final result and the exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from runner.errors import ConfigError, RunnerError
+from runner.stores import open_store
+from runner.task import checkpoint as ck
+from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
+from runner.task.notices import Notice, NoticeWatcher
+from runner.task.state import capture_rng, restore_rng, weights_sha256
+from runner.task.writer import CheckpointWriter
+
+log = logging.getLogger("runner.task")
+AUTO_INTERVAL_S = 60.0  # ``every: auto`` until the Young-Daly estimate exists
+
+
+class TrainTask(Protocol):
+    """What a task gives the loop. ``batches`` must be a pure function of (epoch, start)."""
+
+    name: str
+    epochs: int
+
+    def config(self) -> dict[str, Any]: ...  # settings a resume must share (seed, batch size...)
+    def steps_per_epoch(self) -> int: ...
+    def batches(self, epoch: int, start: int) -> Iterator[Any]: ...
+    def train_step(self, batch: Any) -> float: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def evaluate(self) -> dict[str, float]: ...
+    def weights(self) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class LoopOptions:
+    """How the loop runs, beyond the contract's environment."""
+
+    threads: int | None = None
+    writer_mode: str = "fork"
+    log_every: int = 50
+    deterministic: bool = False
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    batch: int = 0  # next batch inside ``epoch``
+    step: int = 0   # global steps done
+    losses: list[float] = field(default_factory=list)
+
+
+def setup_logging() -> None:
+    """Log one line per event to stderr, as containers do."""
+    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def pin_threads(threads: int | None, deterministic: bool) -> int:
+    """Pin the CPU thread count (exactness depends on it) and, if asked, deterministic kernels."""
+    n = threads or int(os.environ.get("RUNNER_THREADS", "0") or 0) or torch.get_num_threads()
+    torch.set_num_threads(n)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return n
+
+
+def run(task: TrainTask, ctx: RunContext, opts: LoopOptions) -> int:
+    """Train ``task`` to the end or to a notice; return the contract's exit code."""
+    try:
+        return _Loop(task, ctx, opts).run()
+    except RunnerError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+
+
+class _Loop:
+    def __init__(self, task: TrainTask, ctx: RunContext, opts: LoopOptions) -> None:
+        self.task, self.ctx, self.opts = task, ctx, opts
+        self.threads = pin_threads(opts.threads, opts.deterministic)
+        self.store = open_store(ctx.checkpoint_uri)
+        self.pos = _Position()
+        self.steps_per_epoch = task.steps_per_epoch()
+        self.total_steps = self.steps_per_epoch * task.epochs
+
+    # -- phases ---------------------------------------------------------------------------
+    def run(self) -> int:
+        final = ck.load_final(self.store)
+        if final is not None:
+            log.info("%s is already finished (weights sha256 %s); nothing to do",
+                     self.ctx.checkpoint_uri, final.get("weights_sha256", "?"))
+            return EXIT_DONE
+        self._resume()
+        self._clear_stale_halt_file()
+        writer = CheckpointWriter(self.ctx.checkpoint_uri, self.ctx.keep, self.opts.writer_mode)
+        with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file) as notices:
+            notice = self._train(writer, notices)
+            if notice is not None:
+                return self._parachute(writer, notices, notice)
+        writer.flush()
+        return self._finish()
+
+    def _resume(self) -> None:
+        loaded = ck.load_latest(self.store)
+        if loaded is None:
+            log.info("starting %s from scratch at %s (attempt %d, %d threads)", self.task.name,
+                     self.ctx.checkpoint_uri, self.ctx.attempt, self.threads)
+            return
+        meta, state = loaded.manifest, loaded.state
+        saved_config = meta.get("config", {})
+        if saved_config != self.task.config():
+            diff = sorted(k for k in set(saved_config) | set(self.task.config())
+                          if saved_config.get(k) != self.task.config().get(k))
+            raise ConfigError(
+                f"the checkpoint at {self.ctx.checkpoint_uri} was made with other settings "
+                f"({', '.join(f'{k}={saved_config.get(k)!r}' for k in diff)}): run with the same "
+                "settings or use a new checkpoint URI")
+        if meta.get("threads") != self.threads:
+            log.warning("resuming with %d CPU threads where the checkpoint used %s: the result "
+                        "may differ in the last bits; set RUNNER_THREADS=%s for an exact resume",
+                        self.threads, meta.get("threads"), meta.get("threads"))
+        self.task.load_state_dict(state["task"])
+        restore_rng(state["rng"])
+        pos = state["position"]
+        self.pos = _Position(int(pos["epoch"]), int(pos["batch"]), int(pos["step"]))
+        log.info("resuming %s from step %d (epoch %d, batch %d of %d), attempt %d",
+                 self.task.name, self.pos.step, self.pos.epoch + 1, self.pos.batch,
+                 self.steps_per_epoch, self.ctx.attempt)
+
+    def _train(self, writer: CheckpointWriter, notices: NoticeWatcher) -> Notice | None:
+        every = self.ctx.checkpoint_every
+        interval = every.value if every.kind == "seconds" else AUTO_INTERVAL_S
+        last_save = time.monotonic()
+        tick, tick_step = time.monotonic(), self.pos.step
+        while self.pos.epoch < self.task.epochs:
+            if self.pos.batch == 0:
+                log.info("epoch %d/%d", self.pos.epoch + 1, self.task.epochs)
+            for batch in self.task.batches(self.pos.epoch, self.pos.batch):
+                self.pos.losses.append(self.task.train_step(batch))
+                self.pos.batch += 1
+                self.pos.step += 1
+                epoch_end = self.pos.batch >= self.steps_per_epoch
+                if epoch_end:
+                    self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+                notice = notices.notice
+                if notice is not None:
+                    return notice
+                due = (epoch_end and every.kind in ("epoch", "auto", "seconds")) or (
+                    every.kind == "steps" and self.pos.step % int(every.value) == 0) or (
+                    every.kind in ("seconds", "auto") and time.monotonic() - last_save >= interval)
+                if due and (not writer.busy() or epoch_end):
+                    stall = writer.submit(self.pos.step, self._state(), self._meta("running"))
+                    log.info("checkpoint at step %d handed to the %s writer (loop stalled %.1f ms)",
+                             self.pos.step, writer.mode, stall * 1000)
+                    last_save = time.monotonic()
+                if self.pos.step % self.opts.log_every == 0:
+                    now = time.monotonic()
+                    rate = (self.pos.step - tick_step) / max(now - tick, 1e-9)
+                    log.info("step %d/%d loss %s (%.1f steps/s)", self.pos.step, self.total_steps,
+                             self._mean_loss(), rate)
+                    tick, tick_step = now, self.pos.step
+                if epoch_end:
+                    self.pos.losses.clear()
+                    break
+        return None
+
+    def _parachute(self, writer: CheckpointWriter, notices: NoticeWatcher, notice: Notice) -> int:
+        log.warning("preemption notice from %s%s: saving step %d and stopping", notice.source,
+                    f" ({notice.detail})" if notice.detail else "", self.pos.step)
+        try:
+            writer.submit(self.pos.step, self._state(), self._meta("preempted"))
+            writer.flush()
+        except RunnerError as exc:
+            log.error("could not commit a checkpoint after the notice: %s", exc)
+            return EXIT_FAILED
+        notices.acknowledge()
+        if notice.source == "halt-file" and self.ctx.halt_file:
+            try:
+                os.unlink(self.ctx.halt_file)
+            except OSError:
+                pass
+        log.info("checkpoint at step %d committed %.2f s after the notice; exiting %d",
+                 self.pos.step, time.monotonic() - notice.received_at, EXIT_PREEMPTED)
+        return EXIT_PREEMPTED
+
+    def _finish(self) -> int:
+        log.info("training done after %d steps; evaluating", self.pos.step)
+        metrics = self.task.evaluate()
+        weights = self.task.weights()
+        sha = weights_sha256(weights)
+        meta = {"task": self.task.name, "weights_sha256": sha, "metrics": metrics,
+                "step": self.pos.step, "epochs": self.task.epochs, "config": self.task.config(),
+                "threads": self.threads, "attempt": self.ctx.attempt}
+        ck.save_final(self.store, weights, meta)
+        from runner.task.manifest import write_progress
+
+        write_progress(self.store, self._progress("done") | {"metrics": metrics, "weights_sha256": sha})
+        log.info("finished: %s; final weights sha256 %s",
+                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), sha)
+        return EXIT_DONE
+
+    # -- helpers --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"task": self.task.state_dict(), "rng": capture_rng(),
+                "position": {"epoch": self.pos.epoch, "batch": self.pos.batch, "step": self.pos.step}}
+
+    def _meta(self, state: str) -> dict[str, Any]:
+        return {"task": self.task.name, "epoch": self.pos.epoch, "config": self.task.config(),
+                "threads": self.threads, "attempt": self.ctx.attempt, "torch": torch.__version__,
+                "progress": self._progress(state)}
+
+    def _progress(self, state: str) -> dict[str, Any]:
+        return {"task": self.task.name, "state": state, "epoch": self.pos.epoch,
+                "total_epochs": self.task.epochs, "step": self.pos.step,
+                "total_steps": self.total_steps, "attempt": self.ctx.attempt,
+                "job_id": self.ctx.job_id, "metrics": {"loss": self._mean_loss()}}
+
+
+    def _mean_loss(self) -> float | None:
+        recent = self.pos.losses[-self.opts.log_every:]
+        return round(float(sum(recent) / len(recent)), 6) if recent else None
+
+    def _clear_stale_halt_file(self) -> None:
+        if self.ctx.halt_file and os.path.exists(self.ctx.halt_file):
+            log.warning("removing a stale halt file %s left by an earlier attempt", self.ctx.halt_file)
+            try:
+                os.unlink(self.ctx.halt_file)
+            except OSError:
+                pass

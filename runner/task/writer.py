@@ -1,0 +1,174 @@
+"""Asynchronous checkpoint writing: the training loop stops only to hand the state over.
+
+Modes:
+- ``fork`` (default on Linux): ``os.fork()`` gives a child a copy-on-write view of memory at that
+  instant; the child (niced, killed with its parent) writes and exits. The loop stalls only for
+  the fork (and the device-to-host copy on GPU). No GIL contention.
+- ``thread``: the state is cloned to CPU memory and a background thread writes it.
+- ``sync``: written inline; the baseline the benchmark compares against.
+
+One write is in flight at a time; a new one waits for the previous (that wait counts as stall).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from runner.errors import StoreError
+from runner.stores import open_store
+from runner.task.checkpoint import write_step
+from runner.task.state import to_cpu
+
+log = logging.getLogger("runner.writer")
+MODES = ("fork", "thread", "sync")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class CheckpointWriter:
+    """Write checkpoints of one job in the background, one at a time."""
+
+    def __init__(self, uri: str, keep: int, mode: str = "fork") -> None:
+        if mode not in MODES:
+            raise ValueError(f"checkpoint writer mode {mode!r}: use one of {MODES}")
+        if mode == "fork" and not hasattr(os, "fork"):
+            mode = "thread"
+        self.uri, self.keep, self.mode = uri, keep, mode
+        self.store = open_store(uri)
+        self.last_committed: int | None = None
+        self.stall_seconds: list[float] = []
+        self._pending: int | None = None
+        self._pid: int | None = None
+        self._pipe: int | None = None
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self._thread_error: str | None = None
+
+    # -- public ---------------------------------------------------------------------------
+    def submit(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> float:
+        """Start writing ``state`` as ``step``; return how long the caller was stalled."""
+        start = time.perf_counter()
+        self.flush()
+        if self.mode == "sync":
+            self._pending = step
+            self._run(step, state, meta)
+            self._done(None)
+        elif self.mode == "thread":
+            snapshot = to_cpu(state, clone=True)
+            self._pending = step
+            self._thread = threading.Thread(target=self._thread_main, args=(step, snapshot, meta),
+                                            name=f"ckpt-writer-{step}", daemon=True)
+            self._thread.start()
+        else:
+            snapshot = to_cpu(state)  # device tensors come to the host; CPU ones are shared COW
+            self._pending = step
+            self._fork(step, snapshot, meta)
+        stall = time.perf_counter() - start
+        self.stall_seconds.append(stall)
+        return stall
+
+    def busy(self) -> bool:
+        """Return whether a write is in flight (reaping a finished one)."""
+        if self._pending is None:
+            return False
+        if self.mode == "fork" and self._pid is not None:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid == 0:
+                return True
+            self._reap(status)
+            return False
+        if self.mode == "thread" and self._thread is not None and self._thread.is_alive():
+            return True
+        self._finish_thread()
+        return False
+
+    def flush(self) -> int | None:
+        """Wait for the write in flight; raise StoreError if it failed; return the last step."""
+        if self._pending is not None:
+            if self.mode == "fork" and self._pid is not None:
+                _, status = os.waitpid(self._pid, 0)
+                self._reap(status)
+            elif self.mode == "thread" and self._thread is not None:
+                self._thread.join()
+                self._finish_thread()
+        if self._error:
+            error, self._error = self._error, None
+            raise StoreError(f"writing a checkpoint to {self.store.describe()} failed: {error}")
+        return self.last_committed
+
+    # -- internals ------------------------------------------------------------------------
+    def _run(self, step: int, state: dict[str, Any], meta: dict[str, Any], store: Any = None) -> None:
+        write_step(store or self.store, step, state, meta, self.keep)
+
+    def _done(self, error: str | None) -> None:
+        if error is None:
+            self.last_committed = self._pending
+        else:
+            self._error = error
+        self._pending = None
+
+    def _thread_main(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        try:
+            self._run(step, state, meta)
+            self._thread_error = None
+        except Exception as exc:  # reported to the training loop by flush()
+            self._thread_error = _describe(exc)
+
+    def _finish_thread(self) -> None:
+        if self._thread is not None:
+            self._thread = None
+            self._done(self._thread_error)
+
+    def _fork(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child: write, report, leave without running any parent cleanup
+            code = 1
+            try:
+                os.close(read_fd)
+                _die_with_parent()
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.nice(10)
+                self._run(step, state, meta, store=open_store(self.uri))
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 - reported through the pipe
+                os.write(write_fd, _describe(exc).encode()[:4000])
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        self._pid, self._pipe = pid, read_fd
+
+    def _reap(self, status: int) -> None:
+        message = b""
+        if self._pipe is not None:
+            while chunk := os.read(self._pipe, 4096):
+                message += chunk
+            os.close(self._pipe)
+        self._pid, self._pipe = None, None
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            self._done(None)
+        else:
+            self._done(message.decode(errors="replace") or f"writer process ended with {code}")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename or type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}"

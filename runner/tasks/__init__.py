@@ -1,0 +1,1 @@
+"""The reference training tasks, each runnable as ``python -m runner.tasks.<name>``."""
