@@ -86,7 +86,7 @@ class FileStore(Store):
             rel_dir = os.path.relpath(dirpath, self.root)
             for name in files:
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
-                if key.startswith(prefix) and not name.endswith(".tmp"):
+                if key.startswith(prefix):  # leftovers of a killed write (.tmp) included: garbage
                     keys.append(key)
         return sorted(keys)
 

@@ -92,6 +92,9 @@ def load_latest(store: Store) -> Loaded | None:
         except CorruptCheckpoint as exc:
             log.warning("ignoring %s: %s; removing it and trying the previous step", prefix, exc)
         bad.append(step)
+    if found is not None:  # older steps left without a manifest (a prune cut short) are garbage too
+        bad += [s for s in listing.steps if s < found.step
+                and not any(k.endswith("/" + mf.MANIFEST) for k in listing.steps[s])]
     for step in bad:
         try:
             mf.delete_step(store, listing.steps[step])

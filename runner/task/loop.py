@@ -162,7 +162,7 @@ class _Loop:
                 due = (epoch_end and every.kind in ("epoch", "auto", "seconds")) or (
                     every.kind == "steps" and self.pos.step % int(every.value) == 0) or (
                     every.kind in ("seconds", "auto") and time.monotonic() - last_save >= interval)
-                if due and (not writer.busy() or epoch_end):
+                if due and (every.kind == "steps" or epoch_end or not writer.busy()):
                     stall = writer.submit(self.pos.step, self._state(), self._meta("running"))
                     log.info("checkpoint at step %d handed to the %s writer (loop stalled %.1f ms)",
                              self.pos.step, writer.mode, stall * 1000)

@@ -1,0 +1,98 @@
+"""Shared fixtures: running a task as a real process and reading what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A small CIFAR configuration: 2 epochs of 63 steps, a few seconds on 2 CPUs.
+SMALL_CIFAR = ["--data", "synthetic", "--epochs", "2", "--train-size", "2000", "--test-size", "500",
+               "--batch-size", "32", "--threads", "2", "--log-every", "1"]
+
+
+def task_env(uri: str, **extra: str) -> dict[str, str]:
+    """Return an environment for one attempt of a task process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env.update({"RUNNER_CHECKPOINT_URI": uri, "RUNNER_NOTICE": "none", "PYTHONPATH": str(ROOT),
+                "RUNNER_CHECKPOINT_EVERY": "10"})
+    env.update(extra)
+    return env
+
+
+class TaskProcess:
+    """A task running as a child process, its stderr read line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, module: str = "runner.tasks.cifar"):
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, predicate: Callable[[str], bool], timeout: float = 120) -> str:
+        """Read output until a line satisfies ``predicate``; return that line."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError("process ended before the expected line:\n" + "".join(self.lines[-30:]))
+            self.lines.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError("timed out waiting for a line:\n" + "".join(self.lines[-30:]))
+
+    def wait_step(self, step: int) -> None:
+        self.wait_for(lambda line: _step_of(line) >= step)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def finish(self, timeout: float = 300) -> int:
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.lines.extend(out.splitlines(keepends=True))
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _step_of(line: str) -> int:
+    if " step " in line and "/" in line:
+        try:
+            return int(line.split(" step ", 1)[1].split("/", 1)[0])
+        except ValueError:
+            return -1
+    return -1
+
+
+def run_task(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> TaskProcess:
+    """Run a task to its end."""
+    proc = TaskProcess(args, env, cwd)
+    proc.finish(timeout)
+    return proc
+
+
+def final_sha(folder: Path) -> str:
+    """Return the final weights' sha256 from a checkpoint folder."""
+    return json.loads((folder / "final" / "MANIFEST.json").read_text())["weights_sha256"]
+
+
+@pytest.fixture(scope="session")
+def reference_sha(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The final weights of the small CIFAR run, uninterrupted, in one process."""
+    folder = tmp_path_factory.mktemp("reference")
+    proc = run_task(SMALL_CIFAR, task_env(f"file://{folder}/ck"), folder)
+    assert proc.proc.returncode == 0, proc.output
+    return final_sha(folder / "ck")
+
+
+__all__ = ["SMALL_CIFAR", "TaskProcess", "final_sha", "run_task", "signal", "task_env"]
