@@ -144,7 +144,7 @@ class CheckpointWriter:
                 _die_with_parent()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.nice(10)
+                _yield_cpu()
                 self._run(step, state, meta, store=open_store(self.uri))
                 code = 0
             except BaseException as exc:  # noqa: BLE001 - reported through the pipe
@@ -166,6 +166,14 @@ class CheckpointWriter:
             self._done(None)
         else:
             self._done(message.decode(errors="replace") or f"writer process ended with {code}")
+
+
+def _yield_cpu() -> None:
+    """Run only on CPU time training leaves idle (SCHED_IDLE), else at the lowest priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
 
 
 def _describe(exc: BaseException) -> str:

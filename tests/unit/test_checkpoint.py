@@ -129,7 +129,7 @@ def test_task_with_unreadable_uri_fails_cleanly(tmp_path, uri):
 
 def test_task_skips_a_corrupt_newest_step(tmp_path):
     env = task_env(f"file://{tmp_path}/ck", RUNNER_CHECKPOINT_EVERY="20")
-    args = [*SMALL_CIFAR[:3], "1", *SMALL_CIFAR[4:]]  # one epoch: 63 steps
+    args = [*SMALL_CIFAR[:3], "1", *SMALL_CIFAR[4:]]  # one epoch: 94 steps
     first = run_task(args, env, tmp_path)
     assert first.proc.returncode == 0
     for p in (tmp_path / "ck" / "final").iterdir():

@@ -15,8 +15,8 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, reference_sha)
     rng = random.Random()
     uri = f"file://{tmp_path}/ck"
     env = task_env(uri, RUNNER_HALT_FILE=str(tmp_path / "halt.txt"))
-    # 126 steps in all; three cuts at random steps, in order, each a different kind.
-    cuts = sorted(rng.sample(range(5, 120), 3))
+    # 188 steps in all; three cuts at random steps, in order, each a different kind.
+    cuts = sorted(rng.sample(range(5, 150), 3))
     kinds = ["sigterm", "halt", "sigkill"]
     rng.shuffle(kinds)
     resumed_from = []
@@ -44,7 +44,7 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, reference_sha)
     assert "Traceback" not in last.output
     assert final_sha(tmp_path / "ck") == reference_sha, f"cuts {list(zip(cuts, kinds))}"
     progress = json.loads((tmp_path / "ck" / "progress.json").read_text())
-    assert progress["state"] == "done" and progress["step"] == 126
+    assert progress["state"] == "done" and progress["step"] == 188
 
 
 def test_finished_run_exits_at_once(tmp_path, reference_sha):
