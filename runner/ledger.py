@@ -1,0 +1,445 @@
+"""Jobs and attempts in SQLite; survives a crash of the watcher at any point.
+
+One file, ``$RUNNER_HOME/ledger.db`` (``RUNNER_HOME`` defaults to ``~/.local/share/spot-runner``),
+in WAL mode. Every write is one ``BEGIN IMMEDIATE`` transaction, so a process killed mid-write
+leaves the previous state, and two writers never interleave.
+
+Never two attempts at once: :meth:`Ledger.reserve_attempt` inserts the next attempt (PENDING,
+no ``backend_id``) *before* the backend is asked to run it, and refuses while another attempt of
+the same job and array index is not terminal; a partial unique index enforces the same rule in
+the database. A watcher that restarts finds a reserved-but-maybe-unsubmitted attempt in
+:meth:`Ledger.open_attempts` with ``backend_id`` None, and can look it up on the backend by
+:attr:`Attempt.key` (a deterministic name to submit under) instead of submitting twice.
+
+The stored spec is redacted: ``env`` values whose name looks like a secret read ``***``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import LedgerError
+from runner.states import AttemptState, AttemptStatus, JobState
+
+if TYPE_CHECKING:
+    from runner.spec import JobSpec
+
+SCHEMA_VERSION = 1
+REDACTED = "***"
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_OPEN = tuple(s.value for s in AttemptState if not s.is_terminal())
+_OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in _OPEN) + ")"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    spec_path TEXT,
+    backend TEXT NOT NULL,
+    array_size INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    preemptions_used INTEGER NOT NULL DEFAULT 0,
+    failures_used INTEGER NOT NULL DEFAULT 0,
+    preemption_budget INTEGER NOT NULL,
+    failure_budget INTEGER NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    result_json TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    number INTEGER NOT NULL CHECK (number >= 1),
+    array_index INTEGER NOT NULL DEFAULT 0,
+    backend TEXT NOT NULL,
+    backend_id TEXT,
+    state TEXT NOT NULL,
+    reserved_at REAL NOT NULL,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    exit_code INTEGER,
+    reason TEXT NOT NULL DEFAULT '',
+    UNIQUE (job_id, array_index, number)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS attempts_one_open
+    ON attempts (job_id, array_index) WHERE state IN {_OPEN_SQL};
+CREATE INDEX IF NOT EXISTS attempts_by_state ON attempts (state);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+"""
+
+
+def data_dir() -> Path:
+    """Return the data folder: ``$RUNNER_HOME``, or ``~/.local/share/spot-runner``."""
+    return Path(os.environ.get("RUNNER_HOME") or "~/.local/share/spot-runner").expanduser()
+
+
+def default_path() -> Path:
+    """Return the default ledger file, ``<data_dir>/ledger.db``."""
+    return data_dir() / "ledger.db"
+
+
+def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of a spec mapping whose secret-looking ``env`` values read ``***``."""
+    env = spec.get("env") or {}
+    return {**spec, "env": {k: REDACTED if _SECRET_NAME.search(k) else v for k, v in env.items()}}
+
+
+class AttemptStillOpen(LedgerError):
+    """An attempt of this job and array index has not ended; a second one would run at once."""
+
+
+class JobNotFound(LedgerError):
+    """No job has this id."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as the ledger knows it."""
+
+    id: str
+    name: str
+    spec_json: str
+    spec_path: str | None
+    backend: str
+    array_size: int
+    state: JobState
+    created_at: float
+    updated_at: float
+    preemptions_used: int
+    failures_used: int
+    preemption_budget: int
+    failure_budget: int
+    message: str
+    result: dict[str, Any] | None
+
+    @property
+    def preemptions_left(self) -> int:
+        return max(0, self.preemption_budget - self.preemptions_used)
+
+    @property
+    def failures_left(self) -> int:
+        return max(0, self.failure_budget - self.failures_used)
+
+    def spec(self) -> JobSpec:
+        """Return the stored (redacted) spec; secret ``env`` values read ``***``."""
+        from runner.spec import spec_from_dict
+
+        return spec_from_dict(json.loads(self.spec_json), f"ledger job {self.id}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of one job (one array child) on one backend."""
+
+    id: int
+    job_id: str
+    number: int
+    array_index: int
+    backend: str
+    backend_id: str | None
+    state: AttemptState
+    reserved_at: float
+    submitted_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    reason: str
+
+    @property
+    def key(self) -> str:
+        """Return a deterministic name for this attempt, to submit under and to find it by."""
+        return f"{self.job_id}-{self.array_index}-{self.number}"
+
+    @property
+    def is_open(self) -> bool:
+        return not self.state.is_terminal()
+
+
+class Ledger:
+    """The jobs-and-attempts database; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(
+                f"cannot open the ledger {self.path}: {exc}; check the path or set RUNNER_HOME"
+            ) from exc
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """Run the block as one immediate transaction; roll back on any error."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot write the ledger {self.path}: {exc}; try again") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError) and str(exc).endswith(
+                    "attempts.job_id, attempts.array_index"
+                ):
+                    raise AttemptStillOpen(f"another attempt of this job is still open ({exc})") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise LedgerError(f"cannot write the ledger {self.path}: {exc}; try again") from exc
+                raise
+
+    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0]
+            if version is None:
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"the ledger {self.path} has schema version {version}, newer than this "
+                    f"runner's {SCHEMA_VERSION}; upgrade spot-runner"
+                )
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, spec: JobSpec, spec_path: str | Path | None = None) -> str:
+        """Record a new QUEUED job for ``spec`` and return its id, ``<name>-<6 hex>``."""
+        spec_json = json.dumps(redact_spec(spec.model_dump(mode="json")), sort_keys=True)
+        now = time.time()
+        with self._write() as db:
+            while True:
+                job_id = f"{spec.name}-{secrets.token_hex(3)}"
+                if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                    break
+            db.execute(
+                "INSERT INTO jobs (id, name, spec_json, spec_path, backend, array_size, state,"
+                " created_at, updated_at, preemption_budget, failure_budget)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id, spec.name, spec_json, None if spec_path is None else str(spec_path),
+                    spec.backend, spec.array, JobState.QUEUED.value, now, now,
+                    spec.retries.preemptions, spec.retries.failures,
+                ),
+            )  # fmt: skip
+        return job_id
+
+    def get_job(self, job_id: str) -> Job:
+        """Return one job; raise JobNotFound when there is none with this id."""
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise JobNotFound(f"no job {job_id!r} in {self.path}; list jobs with `runner status`")
+        return _job(rows[0])
+
+    def list_jobs(self, states: Iterable[JobState | str] | None = None) -> list[Job]:
+        """Return jobs, oldest first, optionally only those in ``states``."""
+        if states is None:
+            rows = self._read("SELECT * FROM jobs ORDER BY created_at, id")
+        else:
+            wanted = [JobState(s).value for s in states]
+            marks = ", ".join("?" * len(wanted))
+            rows = self._read(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
+        return [_job(r) for r in rows]
+
+    def set_job_state(self, job_id: str, state: JobState | str, message: str = "") -> Job:
+        """Set a job's state and message; return the updated job."""
+        with self._write() as db:
+            self._require_job(db, job_id)
+            db.execute(
+                "UPDATE jobs SET state = ?, message = ?, updated_at = ? WHERE id = ?",
+                (JobState(state).value, message, time.time(), job_id),
+            )
+        return self.get_job(job_id)
+
+    def charge(self, job_id: str, preemption: bool) -> Job:
+        """Count one preemption (or one failure) against the job's budget; return the job."""
+        column = "preemptions_used" if preemption else "failures_used"
+        with self._write() as db:
+            self._require_job(db, job_id)
+            db.execute(
+                f"UPDATE jobs SET {column} = {column} + 1, updated_at = ? WHERE id = ?",
+                (time.time(), job_id),
+            )
+        return self.get_job(job_id)
+
+    def set_result(self, job_id: str, result: dict[str, Any]) -> Job:
+        """Store the job's final result (a JSON-able mapping); return the job."""
+        text = json.dumps(result, sort_keys=True)
+        with self._write() as db:
+            self._require_job(db, job_id)
+            db.execute(
+                "UPDATE jobs SET result_json = ?, updated_at = ? WHERE id = ?", (text, time.time(), job_id)
+            )
+        return self.get_job(job_id)
+
+    # ------------------------------------------------------------------ attempts
+
+    def reserve_attempt(self, job_id: str, array_index: int = 0, backend: str | None = None) -> Attempt:
+        """Insert the next PENDING attempt before it is submitted; refuse while one is still open.
+
+        ``backend`` defaults to the job's; name another to move the job (its checkpoint URI
+        goes with it). Raises AttemptStillOpen, or LedgerError for a finished job or a bad index.
+        """
+        with self._write() as db:
+            job = _job(self._require_job(db, job_id))
+            if job.state.is_terminal():
+                raise LedgerError(f"job {job_id} is {job.state.value}; submit it again as a new job")
+            if not 0 <= array_index < job.array_size:
+                raise LedgerError(
+                    f"job {job_id} has array indexes 0..{job.array_size - 1}, not {array_index}"
+                )
+            open_row = db.execute(
+                f"SELECT number, state FROM attempts WHERE job_id = ? AND array_index = ?"
+                f" AND state IN {_OPEN_SQL}",
+                (job_id, array_index),
+            ).fetchone()
+            if open_row is not None:
+                raise AttemptStillOpen(
+                    f"job {job_id} index {array_index} still has attempt {open_row['number']} "
+                    f"({open_row['state']}); wait for it to end or cancel it"
+                )
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(number), 0) FROM attempts WHERE job_id = ? AND array_index = ?",
+                (job_id, array_index),
+            ).fetchone()
+            cursor = db.execute(
+                "INSERT INTO attempts (job_id, number, array_index, backend, state, reserved_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    last + 1,
+                    array_index,
+                    backend or job.backend,
+                    AttemptState.PENDING.value,
+                    time.time(),
+                ),
+            )
+            row = db.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return _attempt(row)
+
+    def record_submitted(self, attempt_id: int, backend_id: str) -> Attempt:
+        """Record the backend's id for a reserved attempt; the same id again is a no-op."""
+        with self._write() as db:
+            row = self._require_attempt(db, attempt_id)
+            if row["backend_id"] not in (None, backend_id):
+                raise LedgerError(
+                    f"attempt {attempt_id} was already submitted as {row['backend_id']!r}, not {backend_id!r}"
+                )
+            db.execute(
+                "UPDATE attempts SET backend_id = ?, submitted_at = COALESCE(submitted_at, ?) WHERE id = ?",
+                (backend_id, time.time(), attempt_id),
+            )
+            row = self._require_attempt(db, attempt_id)
+        return _attempt(row)
+
+    def update_attempt(self, attempt_id: int, status: AttemptStatus) -> Attempt:
+        """Store what the backend reports; a terminal attempt never changes again (returned as is)."""
+        with self._write() as db:
+            row = self._require_attempt(db, attempt_id)
+            if AttemptState(row["state"]).is_terminal():
+                return _attempt(row)
+            ended_at = status.ended_at
+            if ended_at is None and status.state.is_terminal():
+                ended_at = time.time()
+            db.execute(
+                "UPDATE attempts SET state = ?, reason = ?, exit_code = COALESCE(?, exit_code),"
+                " started_at = COALESCE(?, started_at), ended_at = COALESCE(?, ended_at) WHERE id = ?",
+                (
+                    status.state.value,
+                    status.reason,
+                    status.exit_code,
+                    status.started_at,
+                    ended_at,
+                    attempt_id,
+                ),
+            )
+            row = self._require_attempt(db, attempt_id)
+        return _attempt(row)
+
+    def get_attempt(self, attempt_id: int) -> Attempt:
+        """Return one attempt; raise LedgerError when there is none with this id."""
+        rows = self._read("SELECT * FROM attempts WHERE id = ?", (attempt_id,))
+        if not rows:
+            raise LedgerError(f"no attempt {attempt_id} in {self.path}")
+        return _attempt(rows[0])
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """Return a job's attempts by array index, then number."""
+        rows = self._read("SELECT * FROM attempts WHERE job_id = ? ORDER BY array_index, number", (job_id,))
+        return [_attempt(r) for r in rows]
+
+    def open_attempts(self) -> list[Attempt]:
+        """Return every attempt not yet terminal (PENDING, RUNNING, UNKNOWN), for the watcher."""
+        rows = self._read(f"SELECT * FROM attempts WHERE state IN {_OPEN_SQL} ORDER BY id")
+        return [_attempt(r) for r in rows]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_job(self, db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} in {self.path}; list jobs with `runner status`")
+        return row
+
+    def _require_attempt(self, db: sqlite3.Connection, attempt_id: int) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute("SELECT * FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no attempt {attempt_id} in {self.path}")
+        return row
+
+
+def _job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    result = data.pop("result_json")
+    data.update(state=JobState(data["state"]), result=None if result is None else json.loads(result))
+    return Job(**data)
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    data = dict(row)
+    return Attempt(**{**data, "state": AttemptState(data["state"])})
