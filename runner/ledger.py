@@ -307,6 +307,18 @@ class Ledger:
             )
         return self.get_job(job_id)
 
+    def recount(self, job_id: str) -> Job:
+        """Set the budget counters from the attempts themselves (idempotent, crash-safe)."""
+        with self._write() as db:
+            self._require_job(db, job_id)
+            db.execute(
+                "UPDATE jobs SET preemptions_used = (SELECT COUNT(*) FROM attempts WHERE job_id = ?"
+                " AND state = ?), failures_used = (SELECT COUNT(*) FROM attempts WHERE job_id = ?"
+                " AND state = ?) WHERE id = ?",
+                (job_id, AttemptState.PREEMPTED.value, job_id, AttemptState.FAILED.value, job_id),
+            )
+        return self.get_job(job_id)
+
     def set_result(self, job_id: str, result: dict[str, Any]) -> Job:
         """Store the job's final result (a JSON-able mapping); return the job."""
         text = json.dumps(result, sort_keys=True)

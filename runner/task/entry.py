@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 def main(parser: argparse.ArgumentParser, build: Callable[[Any], TrainTask],
          argv: Sequence[str] | None = None) -> int:
     """Parse flags, build the task, run the shared loop; map errors to one line and an exit code."""
+    imports_done_at = time.time()
     setup_logging()
     args = parser.parse_args(argv)
     try:
@@ -40,7 +42,8 @@ def main(parser: argparse.ArgumentParser, build: Callable[[Any], TrainTask],
             parser.error("--epochs must be at least 1")
         ctx = RunContext.from_env()
         opts = LoopOptions(threads=args.threads, writer_mode=args.writer,
-                           log_every=max(1, args.log_every), deterministic=args.deterministic)
+                           log_every=max(1, args.log_every), deterministic=args.deterministic,
+                           imports_done_at=imports_done_at)
         from runner.task.loop import pin_threads
 
         pin_threads(opts.threads, opts.deterministic)  # before building: model init uses threads

@@ -52,6 +52,13 @@ class LoopOptions:
     writer_mode: str = "fork"
     log_every: int = 50
     deterministic: bool = False
+    imports_done_at: float | None = None
+
+
+def _process_started_at() -> float:
+    from runner import tasks
+
+    return float(getattr(tasks, "PROCESS_STARTED_AT", time.time()))
 
 
 @dataclass
@@ -96,6 +103,8 @@ class _Loop:
         self.pos = _Position()
         self.steps_per_epoch = task.steps_per_epoch()
         self.total_steps = self.steps_per_epoch * task.epochs
+        self.history: dict[str, dict[str, Any]] = {}  # per attempt: timings, for goodput figures
+        self.timing: dict[str, Any] = {"started_at": _process_started_at(), "imports_done_at": opts.imports_done_at}
 
     # -- phases ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -105,6 +114,7 @@ class _Loop:
                      self.ctx.checkpoint_uri, final.get("weights_sha256", "?"))
             return EXIT_DONE
         self._resume()
+        self._load_history()
         self._clear_stale_halt_file()
         writer = CheckpointWriter(self.ctx.checkpoint_uri, self.ctx.keep, self.opts.writer_mode)
         with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file) as notices:
@@ -141,6 +151,16 @@ class _Loop:
                  self.task.name, self.pos.step, self.pos.epoch + 1, self.pos.batch,
                  self.steps_per_epoch, self.ctx.attempt)
 
+    def _load_history(self) -> None:
+        from runner.task.manifest import read_progress
+
+        previous = read_progress(self.store) or {}
+        attempts = previous.get("attempts")
+        if isinstance(attempts, dict):
+            self.history = {k: v for k, v in attempts.items() if isinstance(v, dict) and k != str(self.ctx.attempt)}
+        self.timing.update(resumed_from=self.pos.step, loaded_at=time.time())
+        self.history[str(self.ctx.attempt)] = self.timing
+
     def _train(self, writer: CheckpointWriter, notices: NoticeWatcher) -> Notice | None:
         every = self.ctx.checkpoint_every
         interval = every.value if every.kind == "seconds" else AUTO_INTERVAL_S
@@ -151,6 +171,8 @@ class _Loop:
                 log.info("epoch %d/%d", self.pos.epoch + 1, self.task.epochs)
             for batch in self.task.batches(self.pos.epoch, self.pos.batch):
                 self.pos.losses.append(self.task.train_step(batch))
+                if "first_step_at" not in self.timing:
+                    self.timing["first_step_at"] = time.time()
                 self.pos.batch += 1
                 self.pos.step += 1
                 epoch_end = self.pos.batch >= self.steps_per_epoch
@@ -224,7 +246,8 @@ class _Loop:
                 "progress": self._progress(state)}
 
     def _progress(self, state: str) -> dict[str, Any]:
-        return {"task": self.task.name, "state": state, "epoch": self.pos.epoch,
+        self.timing.update(checkpoint_step=self.pos.step, checkpoint_at=time.time())
+        return {"attempts": {k: dict(v) for k, v in self.history.items()},"task": self.task.name, "state": state, "epoch": self.pos.epoch,
                 "total_epochs": self.task.epochs, "step": self.pos.step,
                 "total_steps": self.total_steps, "attempt": self.ctx.attempt,
                 "job_id": self.ctx.job_id, "metrics": {"loss": self._mean_loss()}}

@@ -1,0 +1,281 @@
+"""The ``runner`` command: submit, status, logs, cancel, watch.
+
+Every expected error prints one line with the cause and the fix, and exits with the error's
+code (2 for bad specs and arguments); only bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from runner.errors import RunnerError, SpecError
+from runner.ledger import Job, Ledger, data_dir
+from runner.states import AttemptState, JobState
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run training containers on spot capacity; survive preemptions.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(exc: RunnerError) -> typer.Exit:
+    err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _ledger() -> Ledger:
+    return Ledger()
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+@app.command()
+def submit(
+    spec_file: Annotated[Path, typer.Argument(help="the job spec (YAML), e.g. jobs/cifar-smoke.yaml")],
+    backend: Annotated[Optional[str], typer.Option(help="run on this backend instead of the spec's")] = None,
+    simulate_preemption: Annotated[Optional[str], typer.Option(
+        "--simulate-preemption", help="local only: every=20s,notice=5s,mode=mixed[,count=3,seed=1]")] = None,
+    detach: Annotated[bool, typer.Option(help="return at once; a background watcher runs the job")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+) -> None:
+    """Submit a job and, unless --detach, keep it alive until it ends; exit 0 only on success."""
+    from runner.spec import SimulatePreemption, load_spec
+
+    try:
+        overrides: dict[str, Any] = {}
+        if backend is not None:
+            overrides["backend"] = backend
+        spec = load_spec(spec_file, overrides)
+        if simulate_preemption is not None:
+            plan = SimulatePreemption.parse_cli(simulate_preemption)
+            spec = spec.model_copy(update={"simulate_preemption": plan})
+        if spec.simulate_preemption is not None and spec.backend != "local":
+            raise SpecError(f"{spec_file}: simulate_preemption works on the local backend only; "
+                            f"each cloud preempts {spec.backend} jobs for real")
+        with _ledger() as ledger:
+            job_id = ledger.create_job(spec, spec_file.resolve())
+        out.print(f"submitted {job_id} ({spec.backend}, checkpoints at {spec.checkpoint_uri_for(0, job_id)})")
+        if detach:
+            log_path = _spawn_watcher(job_id, interval)
+            out.print(f"watching in the background (log: {log_path}); follow with `runner status {job_id}`")
+            return
+        code = _watch_jobs([job_id], interval)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def _spawn_watcher(job_id: str, interval: float) -> Path:
+    log_path = data_dir() / "watch" / f"{job_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as fh:
+        subprocess.Popen([sys.executable, "-m", "runner.cli", "watch", job_id, "--interval", str(interval)],
+                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, env=os.environ.copy())
+    return log_path
+
+
+def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False) -> int:
+    """Run the watcher in the foreground, printing events and progress; return the exit code."""
+    from runner.summary import read_progress
+    from runner.watcher import Event, Watcher
+
+    def show(event: Event) -> None:
+        out.print(f"{time.strftime('%H:%M:%S')} {event.job_id}: {event.text}", markup=False)
+
+    stop = {"flag": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["flag"] = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    last_progress: dict[str, tuple[Any, ...]] = {}
+    with _ledger() as ledger:
+        watcher = Watcher(ledger, job_ids, on_event=show)
+        try:
+            while not stop["flag"]:
+                watcher.tick()
+                for job in watcher.active_jobs():
+                    progress = read_progress(job) or {}
+                    key = (progress.get("step"), progress.get("attempt"), progress.get("state"))
+                    if progress and key != last_progress.get(job.id):
+                        last_progress[job.id] = key
+                        show(Event(job.id, _progress_line(job, progress)))
+                if once or not watcher.active_jobs():
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            out.print("watcher stopped; the job goes on. Resume watching with `runner watch`")
+            return 130
+        finally:
+            watcher.close()
+            signal.signal(signal.SIGTERM, previous)
+        if stop["flag"]:
+            return 0
+        if job_ids is None:
+            return 0
+        code = 0
+        for job_id in job_ids:
+            job = ledger.get_job(job_id)
+            if job.state.is_terminal():
+                _print_summary(ledger, job)
+            if job.state != JobState.SUCCEEDED:
+                code = 1
+        return 0 if once else code
+
+
+def _progress_line(job: Job, progress: dict[str, Any]) -> str:
+    metrics = progress.get("metrics") or {}
+    loss = metrics.get("loss")
+    return (f"progress: epoch {progress.get('epoch')}/{progress.get('total_epochs')}, step "
+            f"{progress.get('step')}/{progress.get('total_steps')}, attempt {progress.get('attempt')}, "
+            f"preemptions {job.preemptions_used}" + (f", loss {loss:.4f}" if isinstance(loss, float) else ""))
+
+
+def _print_summary(ledger: Ledger, job: Job) -> None:
+    from runner.summary import read_progress, summarize
+
+    s = summarize(job, ledger.attempts(job.id), read_progress(job))
+    result = job.result or {}
+    out.print(f"{job.id} {job.state.value}: {job.message}", markup=False)
+    out.print(f"  wall time {_fmt_s(s['wall_s'])}, attempts {s['attempts']}, preemptions {s['preemptions']}, "
+              f"failures {s['failures']}", markup=False)
+    out.print(f"  work lost to interruptions {_fmt_s(s['lost_s'])}, restarts {_fmt_s(s['startup_s'])}, "
+              f"goodput {s['goodput'] if s['goodput'] is not None else '-'}", markup=False)
+    if result.get("weights_sha256"):
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in (result.get("metrics") or {}).items())
+        out.print(f"  final weights sha256 {result['weights_sha256']}" + (f" ({metrics})" if metrics else ""),
+                  markup=False)
+
+
+@app.command()
+def status(
+    job_id: Annotated[Optional[str], typer.Argument(help="one job; all jobs when omitted")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show jobs, their attempts and results."""
+    from runner.summary import read_progress, summarize
+
+    try:
+        with _ledger() as ledger:
+            jobs = [ledger.get_job(job_id)] if job_id else ledger.list_jobs()
+            rows = []
+            for job in jobs:
+                attempts = ledger.attempts(job.id)
+                progress = read_progress(job)
+                rows.append({**summarize(job, attempts, progress), "name": job.name, "backend": job.backend,
+                             "message": job.message, "result": job.result,
+                             "weights_sha256": (job.result or {}).get("weights_sha256"),
+                             "attempt_list": [_attempt_dict(a) for a in attempts]})
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(rows[0] if job_id else rows))
+        return
+    table = Table(box=None)
+    for col in ("job", "state", "backend", "attempts", "preemptions", "step", "wall", "goodput", "message"):
+        table.add_column(col)
+    for r in rows:
+        step = f"{r['step']}/{r['total_steps']}" if r["step"] is not None else "-"
+        table.add_row(r["job_id"], r["state"], r["backend"], str(r["attempts"]), str(r["preemptions"]), step,
+                      _fmt_s(r["wall_s"]), str(r["goodput"] or "-"), r["message"])
+    out.print(table)
+    if job_id:
+        for a in rows[0]["attempt_list"]:
+            out.print(f"  attempt {a['number']}: {a['state']} exit {a['exit_code']} {a['reason']}", markup=False)
+
+
+def _attempt_dict(a: Any) -> dict[str, Any]:
+    return {"number": a.number, "index": a.array_index, "backend": a.backend, "backend_id": a.backend_id,
+            "state": a.state.value, "exit_code": a.exit_code, "reason": a.reason,
+            "submitted_at": a.submitted_at, "started_at": a.started_at, "ended_at": a.ended_at}
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    attempt: Annotated[Optional[int], typer.Option(help="attempt number (default: the newest)")] = None,
+) -> None:
+    """Print the log of a job's attempt."""
+    from runner.backends import get_backend
+
+    try:
+        with _ledger() as ledger:
+            attempts = [a for a in ledger.attempts(job_id) if a.backend_id]
+        if attempt is not None:
+            attempts = [a for a in attempts if a.number == attempt]
+        if not attempts:
+            raise RunnerError(f"job {job_id} has no submitted attempt{'' if attempt is None else f' {attempt}'} yet")
+        chosen = attempts[-1]
+        for line in get_backend(chosen.backend).logs(chosen.backend_id or "", follow=follow):
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    except RunnerError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="the job")]) -> None:
+    """Cancel a job: stop its running attempts; it is never resubmitted."""
+    from runner.backends import get_backend
+
+    try:
+        with _ledger() as ledger:
+            job = ledger.get_job(job_id)
+            if job.state.is_terminal():
+                out.print(f"{job_id} is already {job.state.value}")
+                return
+            ledger.set_job_state(job_id, JobState.CANCELLED, "cancelled by the user")
+            for a in ledger.attempts(job_id):
+                if a.is_open and a.backend_id:
+                    get_backend(a.backend).cancel(a.backend_id)
+                    from runner.states import AttemptStatus
+
+                    ledger.update_attempt(a.id, AttemptStatus(AttemptState.CANCELLED, "cancelled by the user"))
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    out.print(f"cancelled {job_id}")
+
+
+@app.command()
+def watch(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(help="only these jobs (default: all active)")] = None,
+    once: Annotated[bool, typer.Option(help="one pass, then exit 0 (for cron)")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+) -> None:
+    """Keep active jobs alive: poll, resubmit after preemptions, until they end."""
+    try:
+        code = _watch_jobs(job_ids or None, interval, once=once)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()
