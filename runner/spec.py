@@ -32,13 +32,12 @@ from pydantic import (
 )
 
 from runner.errors import SpecError
+from runner.task.context import parse_duration  # one duration grammar for specs and containers
 
 BACKENDS = ("local", "aws", "gcp", "azure")
 SCHEMES = ("file", "s3", "gs", "az")
 URI_FORMS = "file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTP]i?B?|B)?$", re.IGNORECASE)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -49,14 +48,6 @@ _BUCKET = {
 }
 #: Settings each cloud backend cannot run without, checked when ``backend`` names that cloud.
 REQUIRED_SETTINGS = {"aws": ("job_queue",), "gcp": ("project", "region"), "azure": ("account_url", "pool_id")}
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``250ms``, ``90s``, ``5m``, ``1.5h`` into seconds (the task side's grammar)."""
-    m = _DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration; use a duration such as 90s, 5m or 1h")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
 def parse_size(text: str | int) -> int:

@@ -25,9 +25,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 def parse_duration(text: str) -> float:
     """Parse ``90s``, ``5m``, ``1.5h``, ``250ms`` into seconds."""
-    m = _DURATION.match(text.strip())
+    m = _DURATION.match(str(text).strip())
     if not m:
-        raise ValueError(f"{text!r} is not a duration such as 90s, 5m or 1h")
+        raise ValueError(f"{text!r} is not a duration; use a duration such as 90s, 5m or 1h")
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
