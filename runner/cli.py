@@ -26,8 +26,8 @@ from runner.states import AttemptState, JobState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training containers on spot capacity; survive preemptions.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(exc: RunnerError) -> typer.Exit:
@@ -146,7 +146,9 @@ def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False) 
 def _progress_line(job: Job, progress: dict[str, Any]) -> str:
     metrics = progress.get("metrics") or {}
     loss = metrics.get("loss")
-    return (f"progress: epoch {progress.get('epoch')}/{progress.get('total_epochs')}, step "
+    total = progress.get("total_epochs") or 0
+    epoch = min(int(progress.get("epoch") or 0) + 1, int(total))
+    return (f"progress: epoch {epoch}/{total}, step "
             f"{progress.get('step')}/{progress.get('total_steps')}, attempt {progress.get('attempt')}, "
             f"preemptions {job.preemptions_used}" + (f", loss {loss:.4f}" if isinstance(loss, float) else ""))
 

@@ -155,17 +155,18 @@ class Watcher:
             elif attempt.state == AttemptState.SUCCEEDED:
                 done += 1
             elif attempt.state == AttemptState.PREEMPTED:
-                if job.preemptions_left > 0:
+                if job.preemptions_used <= job.preemption_budget:  # the budget counts retries
                     self._next_attempt(job, index, f"preempted ({job.preemptions_used} of "
-                                                   f"{job.preemption_budget} allowed)")
+                                                   f"{job.preemption_budget} retries)")
                 else:
-                    self._finish(job, JobState.FAILED, f"preempted {job.preemptions_used} times, the "
-                                 "whole preemption budget (retries.preemptions); raise it or use on-demand")
+                    self._finish(job, JobState.FAILED, f"preempted {job.preemptions_used} times, more than "
+                                 f"the preemption budget (retries.preemptions = {job.preemption_budget}); "
+                                 "raise it or run on demand (spot: false)")
                     return
             elif attempt.state == AttemptState.FAILED:
-                if job.failures_left > 0:
+                if job.failures_used <= job.failure_budget:
                     self._next_attempt(job, index, f"failed ({job.failures_used} of "
-                                                   f"{job.failure_budget} failures allowed)")
+                                                   f"{job.failure_budget} retries)")
                 else:
                     self._finish(job, JobState.FAILED, f"attempt {attempt.number} failed "
                                  f"({attempt.reason or 'no reason given'}) and the failure budget "
@@ -242,7 +243,8 @@ class Watcher:
     def _simulator_url(self) -> str | None:
         if self._simulator is None:
             return None
-        return f"http://host.docker.internal:{self._simulator.port}"
+        port = self._simulator.url.rsplit(":", 1)[1]  # the bound port, also when 0 was asked
+        return f"http://host.docker.internal:{port}"
 
     def _preemptor_for(self) -> Any:
         if self._preemptor is None:
@@ -250,7 +252,12 @@ class Watcher:
             from runner.sim.preemptor import Preemptor
 
             if self._simulator is None:
-                self._simulator = MetadataSimulator(host="0.0.0.0", port=SIM_PORT).start()
+                try:
+                    self._simulator = MetadataSimulator(host="0.0.0.0", port=SIM_PORT).start()
+                except OSError:  # another watcher on this host holds the port: take any free one
+                    self._simulator = MetadataSimulator(host="0.0.0.0", port=0).start()
+                    log.warning("port %d is taken (another watcher?); the notice simulator listens at %s",
+                                SIM_PORT, self._simulator.url)
             self._backends.pop("local", None)  # rebuild with the simulator's URL
             self._preemptor = Preemptor(self.backend("local"), self._simulator)
         return self._preemptor

@@ -1,0 +1,123 @@
+"""Issue 3 end to end on the local engine: preemptions, a killed watcher, real failures, cancel."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ROOT, runner, runner_env, smoke_spec, status_json
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def running_containers(client: Any, job_id: str) -> list[str]:
+    return [c.name for c in client.containers.list(filters={"label": f"spot-runner.job={job_id}"})]
+
+
+def test_survives_preemptions_of_both_kinds(tmp_path, docker_client, smoke_reference):
+    spec = smoke_spec(tmp_path, epochs=3)
+    proc = runner("submit", str(spec), "--interval", "1",
+                  "--simulate-preemption", "every=9s,notice=3s,mode=mixed,count=4", home=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job_id = proc.stdout.split()[1]
+    status = status_json(job_id, tmp_path)
+    reasons = [a["reason"] for a in status["attempt_list"] if a["state"] == "PREEMPTED"]
+    assert len(reasons) >= 3, status["attempt_list"]
+    assert any("notice" in r for r in reasons) and any("preemptor" in r for r in reasons), reasons
+    assert status["weights_sha256"] == smoke_reference["3"]
+    assert "simulator:" in proc.stdout and "goodput" in proc.stdout
+    assert "final weights sha256 " + smoke_reference["3"] in proc.stdout
+
+
+def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference):
+    """SIGKILL the watcher at random moments; the job completes, every attempt once, never two."""
+    from runner.ledger import Ledger
+    from runner.spec import SimulatePreemption, load_spec
+
+    spec = load_spec(smoke_spec(tmp_path, epochs=3)).model_copy(
+        update={"simulate_preemption": SimulatePreemption.parse_cli("every=10s,notice=3s,mode=mixed,count=3")})
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        job_id = ledger.create_job(spec)
+    concurrent: list[list[str]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            names = running_containers(docker_client, job_id)
+            if len(names) > 1:
+                concurrent.append(names)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rng = random.Random()
+    kills = 0
+    try:
+        for _ in range(60):
+            watcher = subprocess.Popen([sys.executable, "-m", "runner.cli", "watch", job_id, "--interval", "0.5"],
+                                       env=runner_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True)
+            try:
+                watcher.wait(timeout=rng.uniform(1.0, 6.0))
+                assert watcher.returncode == 0, watcher.stderr.read() if watcher.stderr else ""
+                break  # the job ended while this watcher ran
+            except subprocess.TimeoutExpired:
+                watcher.send_signal(signal.SIGKILL)
+                watcher.wait()
+                kills += 1
+        else:
+            pytest.fail("the job did not finish under a repeatedly killed watcher")
+    finally:
+        stop.set()
+        sampler.join()
+    assert kills >= 5
+    assert not concurrent, f"two attempts ran at once: {concurrent}"
+    status = status_json(job_id, tmp_path)
+    assert status["state"] == "SUCCEEDED"
+    numbers = [a["number"] for a in status["attempt_list"]]
+    assert numbers == list(range(1, len(numbers) + 1))
+    ids = [a["backend_id"] for a in status["attempt_list"]]
+    assert len(set(ids)) == len(ids) and None not in ids
+    assert status["weights_sha256"] == smoke_reference["3"]
+
+
+def test_real_failure_stops_after_its_budget(tmp_path, docker_client):
+    spec = smoke_spec(tmp_path, command=["python", "-c", "import sys; print('bug!'); sys.exit(1)"],
+                      retries={"preemptions": 5, "failures": 1})
+    proc = runner("submit", str(spec), "--interval", "0.5", home=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failure budget" in proc.stdout and "runner logs" in proc.stdout
+    job_id = proc.stdout.split()[1]
+    status = status_json(job_id, tmp_path)
+    assert status["state"] == "FAILED" and len(status["attempt_list"]) == 2
+    assert all(a["exit_code"] == 1 for a in status["attempt_list"])
+    logs = runner("logs", job_id, home=tmp_path, check=True)
+    assert "bug!" in logs.stdout
+    again = runner("watch", job_id, "--once", home=tmp_path)
+    assert again.returncode == 0 and len(status_json(job_id, tmp_path)["attempt_list"]) == 2
+
+
+def test_cancelled_job_stays_cancelled(tmp_path, docker_client):
+    spec = smoke_spec(tmp_path, epochs=20)
+    proc = runner("submit", str(spec), "--detach", "--interval", "0.5", home=tmp_path, check=True)
+    job_id = proc.stdout.split()[1]
+    deadline = time.monotonic() + 120
+    while status_json(job_id, tmp_path)["state"] != "RUNNING":
+        assert time.monotonic() < deadline, "the detached job never started"
+        time.sleep(1)
+    runner("cancel", job_id, home=tmp_path, check=True)
+    time.sleep(4)  # the background watcher keeps polling meanwhile
+    runner("watch", job_id, "--once", home=tmp_path, check=True)
+    status = status_json(job_id, tmp_path)
+    assert status["state"] == "CANCELLED"
+    assert [a["state"] for a in status["attempt_list"]] == ["CANCELLED"]
+    assert running_containers(docker_client, job_id) == []
+    assert runner("cancel", job_id, home=tmp_path, check=True).stdout.startswith(f"{job_id} is already")
