@@ -19,7 +19,7 @@
 # scripts/build-images.sh installs torch from the package index inside the build.
 set -euo pipefail
 
-DEFAULT_TASKS="cifar"
+DEFAULT_TASKS="cifar control"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -196,6 +196,38 @@ build_runner_base() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 4b. The control plane (runner CLI + watcher, no torch) on the OS image, for docker compose.
+CONTROL_REQUIREMENTS="images/control-requirements.txt"
+CONTROL_WHEELHOUSE="$ROOT/.cache/wheelhouse-control"
+build_control() {
+  local image="localhost/runner-control:latest"
+  step_start "4. $image"
+  local ctx="$ROOT/.cache/control-context"
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  cp images/control.Dockerfile "$ctx/Dockerfile"
+  cp -r pyproject.toml README.md runner "$ctx/"
+  find "$ctx/runner" -name __pycache__ -type d -prune -exec rm -rf {} +
+  if [ "$WHEELHOUSE" != none ]; then
+    "$PYTHON" -m pip download --disable-pip-version-check --progress-bar off -q \
+      --dest "$CONTROL_WHEELHOUSE" --only-binary=:all: \
+      --implementation cp --python-version 3.11 --abi cp311 "${PLATFORMS[@]}" \
+      -r "$CONTROL_REQUIREMENTS" >"$ROOT/.cache/wheelhouse-control.log" 2>&1 \
+      || { tail -n 30 "$ROOT/.cache/wheelhouse-control.log" >&2; echo "pip download failed" >&2; exit 1; }
+    cp -al "$CONTROL_WHEELHOUSE" "$ctx/wheelhouse" 2>/dev/null || cp -a "$CONTROL_WHEELHOUSE" "$ctx/wheelhouse"
+  fi
+  local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image")
+  [ "$FORCE" = 0 ] || args+=(--no-cache)
+  docker build "${args[@]}" "$ctx"
+  rm -rf "$ctx"
+  local stale
+  stale="$(docker images -q --filter dangling=true --filter label=org.spot-runner.stage=build)"
+  # shellcheck disable=SC2086
+  [ -z "$stale" ] || docker image rm $stale >/dev/null 2>&1 || true
+  step_end "built"
+}
+
+# ---------------------------------------------------------------------------------------------
 # 4. Thin task layers, from the repository root (.dockerignore keeps the context small).
 #    Always built: the Docker build cache makes an unchanged one take seconds.
 build_task() {
@@ -220,6 +252,7 @@ report_sharing() {
   log "   $RUNNER_BASE: $(wc -w <<<"$base_layers") layers, $(mib "$base_size") MiB"
   local task image layers size
   for task in "${TASKS[@]}"; do
+    [ "$task" != control ] || continue  # no torch: it does not sit on the base
     image="localhost/runner-$task:latest"
     layers="$(docker image inspect -f '{{range .RootFS.Layers}}{{.}} {{end}}' "$image")"
     size="$(docker image inspect -f '{{.Size}}' "$image")"
@@ -256,7 +289,9 @@ main() {
   build_os_image
   fill_wheelhouse
   build_runner_base
-  for task in "${TASKS[@]}"; do build_task "$task"; done
+  for task in "${TASKS[@]}"; do
+    if [ "$task" = control ]; then build_control; else build_task "$task"; fi
+  done
   remove_replaced
   report_sharing
 

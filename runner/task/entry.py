@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,13 @@ def main(parser: argparse.ArgumentParser, build: Callable[[Any], TrainTask],
 
 
 def exit_with(code: int) -> None:
-    """Flush the logs and exit with ``code``."""
+    """Flush the logs and exit with ``code`` at once.
+
+    Every checkpoint is committed (fsynced) before the loop returns, so nothing is left to
+    clean up; skipping the interpreter's teardown (about 1 s with torch's CUDA build loaded)
+    matters inside a 30 s notice window and for recovery latency.
+    """
     logging.shutdown()
-    sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

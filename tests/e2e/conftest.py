@@ -52,7 +52,7 @@ def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 2, **changes: 
 def smoke_reference(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> dict[str, str]:
     """Final weights of uninterrupted smoke runs through `runner submit`, by epochs."""
     shas = {}
-    for epochs in (2, 3):
+    for epochs in (2,):
         home = tmp_path_factory.mktemp(f"reference{epochs}")
         spec = smoke_spec(home, epochs=epochs)
         proc = runner("submit", str(spec), "--interval", "1", home=home)

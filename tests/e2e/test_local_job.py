@@ -23,18 +23,18 @@ def running_containers(client: Any, job_id: str) -> list[str]:
 
 
 def test_survives_preemptions_of_both_kinds(tmp_path, docker_client, smoke_reference):
-    spec = smoke_spec(tmp_path, epochs=3)
+    spec = smoke_spec(tmp_path, epochs=2)
     proc = runner("submit", str(spec), "--interval", "1",
-                  "--simulate-preemption", "every=9s,notice=3s,mode=mixed,count=4", home=tmp_path)
+                  "--simulate-preemption", "every=7s,notice=2s,mode=mixed,count=4", home=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job_id = proc.stdout.split()[1]
     status = status_json(job_id, tmp_path)
     reasons = [a["reason"] for a in status["attempt_list"] if a["state"] == "PREEMPTED"]
     assert len(reasons) >= 3, status["attempt_list"]
     assert any("notice" in r for r in reasons) and any("preemptor" in r for r in reasons), reasons
-    assert status["weights_sha256"] == smoke_reference["3"]
+    assert status["weights_sha256"] == smoke_reference["2"]
     assert "simulator:" in proc.stdout and "goodput" in proc.stdout
-    assert "final weights sha256 " + smoke_reference["3"] in proc.stdout
+    assert "final weights sha256 " + smoke_reference["2"] in proc.stdout
 
 
 def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference):
@@ -42,8 +42,8 @@ def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference
     from runner.ledger import Ledger
     from runner.spec import SimulatePreemption, load_spec
 
-    spec = load_spec(smoke_spec(tmp_path, epochs=3)).model_copy(
-        update={"simulate_preemption": SimulatePreemption.parse_cli("every=10s,notice=3s,mode=mixed,count=3")})
+    spec = load_spec(smoke_spec(tmp_path, epochs=2)).model_copy(
+        update={"simulate_preemption": SimulatePreemption.parse_cli("every=8s,notice=2s,mode=mixed,count=3")})
     with Ledger(tmp_path / "ledger.db") as ledger:
         job_id = ledger.create_job(spec)
     concurrent: list[list[str]] = []
@@ -86,7 +86,7 @@ def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference
     assert numbers == list(range(1, len(numbers) + 1))
     ids = [a["backend_id"] for a in status["attempt_list"]]
     assert len(set(ids)) == len(ids) and None not in ids
-    assert status["weights_sha256"] == smoke_reference["3"]
+    assert status["weights_sha256"] == smoke_reference["2"]
 
 
 def test_real_failure_stops_after_its_budget(tmp_path, docker_client):
