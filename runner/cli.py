@@ -272,6 +272,23 @@ def watch(
     raise typer.Exit(code)
 
 
+@app.command()
+def init(
+    cloud: Annotated[str, typer.Argument(help="aws or azure: what to create (gcp needs no setup)")],
+    spec_file: Annotated[Path, typer.Option("--spec", help="take the cloud's settings from this job spec")] = Path(
+        "jobs/cifar.yaml"),
+) -> None:
+    """Create or update, idempotently, the cloud resources spot jobs run on (queue, pool, ...)."""
+    from runner.backends import backend_class
+    from runner.spec import load_spec
+
+    try:
+        spec = load_spec(spec_file, {"backend": cloud})
+        backend_class(cloud).init(spec, lambda line: out.print(line, markup=False))
+    except RunnerError as exc:
+        raise _fail(exc) from None
+
+
 def main() -> None:
     """Entry point of the console script."""
     logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),

@@ -148,10 +148,13 @@ class Watcher:
         for a in attempts:
             latest[a.array_index] = a
         done = 0
+        first = [i for i in range(job.array_size) if i not in latest]
+        if first:
+            self._first_attempts(job, first)
         for index in range(job.array_size):
             attempt = latest.get(index)
             if attempt is None:
-                self._next_attempt(job, index, "first attempt")
+                continue
             elif attempt.state == AttemptState.SUCCEEDED:
                 done += 1
             elif attempt.state == AttemptState.PREEMPTED:
@@ -192,28 +195,48 @@ class Watcher:
         self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}")
         self._submit(job, attempt)
 
+    def _first_attempts(self, job: Job, indexes: list[int]) -> None:
+        attempts = []
+        for index in indexes:
+            try:
+                attempts.append(self.ledger.reserve_attempt(job.id, index))
+            except AttemptStillOpen:
+                continue
+        if attempts:
+            what = "attempt 1" if job.array_size == 1 else f"{len(attempts)} array children"
+            self._emit(job.id, f"first attempt: starting {what}")
+            self._submit_all(job, attempts)
+
     def _submit(self, job: Job, attempt: Attempt) -> None:
-        spec = resolve_secrets(job.spec(), job)
+        self._submit_all(job, [attempt])
+
+    def _submission(self, spec: JobSpec, job: Job, attempt: Attempt) -> Submission:
         uri = spec.checkpoint_uri_for(attempt.array_index, job.id)
         env = spec.container_env(job.id, attempt.number, uri)
-        plan = spec.simulate_preemption
-        if plan is not None and attempt.backend == "local":
+        if spec.simulate_preemption is not None and attempt.backend == "local":
             env["RUNNER_NOTICE"] = sim_cloud(spec)
             self._preemptor_for().prepare(attempt.key, sim_cloud(spec))
-        sub = Submission(spec=spec, job_id=job.id, key=attempt.key, attempt=attempt.number,
-                         array_index=attempt.array_index, checkpoint_uri=uri, env=env)
-        backend = self.backend(attempt.backend)
+        return Submission(spec=spec, job_id=job.id, key=attempt.key, attempt=attempt.number,
+                          array_index=attempt.array_index, checkpoint_uri=uri, env=env)
+
+    def _submit_all(self, job: Job, attempts: list[Attempt]) -> None:
+        """Submit attempts of one job on one backend (several at once for array children)."""
         try:
+            spec = resolve_secrets(job.spec(), job)
+            subs = [self._submission(spec, job, a) for a in attempts]
+            backend = self.backend(attempts[0].backend)
             for try_ in Retrying(stop=stop_after_attempt(self.submit_retries), reraise=True,
                                  wait=wait_exponential(multiplier=0.5, max=8),
                                  retry=retry_if_exception_type(SubmitError)):
                 with try_:
-                    backend_id = backend.submit(sub)
+                    ids = backend.submit_many(subs) if len(subs) > 1 else [backend.submit(subs[0])]
         except (SubmitError, RetryError) as exc:
-            self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.FAILED, f"submit failed: {exc}"))
-            self._emit(job.id, f"attempt {attempt.number} could not be submitted: {exc}")
+            for attempt in attempts:
+                self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.FAILED, f"submit failed: {exc}"))
+            self._emit(job.id, f"attempt {attempts[0].number} could not be submitted: {exc}")
             return
-        self.ledger.record_submitted(attempt.id, backend_id)
+        for attempt, backend_id in zip(attempts, ids):
+            self.ledger.record_submitted(attempt.id, backend_id)
 
     def _finish(self, job: Job, state: JobState, message: str) -> None:
         if state == JobState.SUCCEEDED:

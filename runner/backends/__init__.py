@@ -27,6 +27,11 @@ REGISTRY: dict[str, str] = {
 
 def get_backend(name: str, **options: Any) -> Backend:
     """Return an instance of the backend called ``name``."""
+    return backend_class(name)(**options)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """Import and return the class of the backend called ``name``."""
     target = REGISTRY.get(name)
     if target is None:
         raise SpecError(f"unknown backend {name!r}: use one of {', '.join(REGISTRY)}")
@@ -38,8 +43,8 @@ def get_backend(name: str, **options: Any) -> Backend:
             raise BackendError(f"backend {name!r} is not available in this version") from exc
         raise BackendError(f"backend {name!r} needs the package {exc.name!r}: "
                            f"pip install 'spot-runner[{name}]'") from exc
-    backend: Backend = getattr(module, cls_name)(**options)
-    return backend
+    cls: type[Backend] = getattr(module, cls_name)
+    return cls
 
 
-__all__ = ["REGISTRY", "Backend", "Submission", "get_backend"]
+__all__ = ["REGISTRY", "Backend", "Submission", "backend_class", "get_backend"]

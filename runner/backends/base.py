@@ -8,7 +8,7 @@ reports UNKNOWN (never FAILED), and the watcher never resubmits on UNKNOWN.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -37,6 +37,20 @@ class Backend(ABC):
     @abstractmethod
     def submit(self, sub: Submission) -> str:
         """Start the attempt; return the backend's id for it. Raise SubmitError on failure."""
+
+    def submit_many(self, subs: Sequence[Submission]) -> list[str]:
+        """Start several attempts of one job (array children) at once; ids in the same order.
+
+        The default submits one by one; a backend with native arrays overrides it.
+        """
+        return [self.submit(sub) for sub in subs]
+
+    @classmethod
+    def init(cls, spec: JobSpec, echo: Callable[[str], None]) -> None:
+        """Create or update, idempotently, what the cloud needs to run ``spec`` (``runner init``)."""
+        from runner.errors import BackendError
+
+        raise BackendError(f"`runner init` has nothing to set up for the {cls.name} backend")
 
     @abstractmethod
     def poll(self, ids: Sequence[str]) -> dict[str, AttemptStatus]:
