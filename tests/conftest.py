@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.emulators"]
+
 ROOT = Path(__file__).resolve().parents[1]
 #: A small CIFAR configuration: 2 epochs of 94 steps, a few seconds on 2 CPUs.
 SMALL_CIFAR = ["--data", "synthetic", "--epochs", "2", "--train-size", "3000", "--test-size", "500",
