@@ -1,0 +1,139 @@
+"""``runner init aws``: create or update, idempotently, a spot compute environment and a job queue.
+
+The compute environment is MANAGED, ``SPOT`` with ``SPOT_PRICE_CAPACITY_OPTIMIZED`` allocation,
+``minvCpus`` 0 (nothing runs, nothing is paid) and the spec's ``max_vcpus``, instance types,
+subnets, security groups and instance profile. What cannot change in place (type, allocation,
+subnets, ...) is reported with the fix rather than changed behind the user's back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runner.errors import BackendError
+from runner.spec import AwsSettings, JobSpec
+
+DEFAULT_MAX_VCPUS = 256
+WAIT_S = 300
+
+
+def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s: float = WAIT_S) -> dict[str, str]:
+    """Make sure the compute environment and the queue exist as the spec asks; return their ARNs."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    settings = spec.aws or AwsSettings()
+    queue = settings.job_queue
+    if not queue:
+        raise BackendError("field 'aws.job_queue' is required for `runner init aws`; add job_queue: ... under aws:")
+    ce_name = settings.compute_environment or f"{queue}-spot"
+    try:
+        ce_arn = _ensure_compute_environment(batch, ce_name, settings, echo, wait_s)
+        queue_arn = _ensure_queue(batch, queue, ce_arn, echo)
+    except (BotoCoreError, ClientError) as exc:
+        from runner.backends.aws_batch import _explain
+
+        raise BackendError(_explain(exc, "`runner init aws` failed")) from exc
+    return {"compute_environment": ce_arn, "job_queue": queue_arn}
+
+
+def compute_resources(settings: AwsSettings) -> dict[str, Any]:
+    """Return the ``computeResources`` of the spot compute environment for ``settings``."""
+    missing = [f for f in ("subnets", "security_group_ids", "instance_role") if not getattr(settings, f)]
+    if missing:
+        raise BackendError(f"`runner init aws` needs aws.{missing[0]} to create a compute environment; "
+                           f"add {missing[0]}: ... under aws: (subnets and security groups of your VPC, "
+                           "the instance profile of ecsInstanceRole)")
+    return {
+        "type": "SPOT",
+        "allocationStrategy": "SPOT_PRICE_CAPACITY_OPTIMIZED",
+        "minvCpus": 0,
+        "maxvCpus": settings.max_vcpus or DEFAULT_MAX_VCPUS,
+        "instanceTypes": list(settings.instance_types) or ["optimal"],
+        "subnets": list(settings.subnets),
+        "securityGroupIds": list(settings.security_group_ids),
+        "instanceRole": settings.instance_role,
+    }
+
+
+def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings,
+                                echo: Callable[[str], None], wait_s: float) -> str:
+    found = batch.describe_compute_environments(computeEnvironments=[name]).get("computeEnvironments", [])
+    if not found:
+        wanted = compute_resources(settings)
+        kwargs: dict[str, Any] = {"computeEnvironmentName": name, "type": "MANAGED", "state": "ENABLED",
+                                  "computeResources": wanted, "tags": {"spot-runner": "1"}}
+        if settings.service_role:
+            kwargs["serviceRole"] = settings.service_role
+        arn = str(batch.create_compute_environment(**kwargs)["computeEnvironmentArn"])
+        echo(f"created compute environment {name}: SPOT, SPOT_PRICE_CAPACITY_OPTIMIZED, "
+             f"0-{wanted['maxvCpus']} vCPUs, {', '.join(wanted['instanceTypes'])} ({arn})")
+        _wait_valid(batch, name, echo, wait_s)
+        return arn
+    ce = found[0]
+    arn = str(ce["computeEnvironmentArn"])
+    have = ce.get("computeResources") or {}
+    problems = []
+    if ce.get("type") != "MANAGED" or have.get("type") != "SPOT":
+        problems.append(f"it is {ce.get('type')}/{have.get('type')}, not MANAGED/SPOT")
+    if have.get("allocationStrategy") not in (None, "SPOT_PRICE_CAPACITY_OPTIMIZED"):
+        problems.append(f"its allocation strategy is {have.get('allocationStrategy')}")
+    for problem in problems:
+        echo(f"warning: compute environment {name}: {problem}; this cannot change in place: "
+             f"delete it, or name another one with aws.compute_environment")
+    changes: dict[str, Any] = {}
+    max_vcpus = settings.max_vcpus
+    if max_vcpus and int(have.get("maxvCpus") or 0) != max_vcpus:
+        changes["computeResources"] = {"maxvCpus": max_vcpus}
+    if ce.get("state") != "ENABLED":
+        changes["state"] = "ENABLED"
+    if changes:
+        batch.update_compute_environment(computeEnvironment=name, **changes)
+        what = ", ".join(f"maxvCpus {have.get('maxvCpus')} -> {max_vcpus}" if k == "computeResources"
+                         else f"state {ce.get('state')} -> ENABLED" for k in changes)
+        echo(f"updated compute environment {name}: {what}")
+        _wait_valid(batch, name, echo, wait_s)
+    else:
+        echo(f"found compute environment {name} ({have.get('type')}, {have.get('allocationStrategy')}, "
+             f"0-{have.get('maxvCpus')} vCPUs): unchanged")
+    return arn
+
+
+def _wait_valid(batch: Any, name: str, echo: Callable[[str], None], wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = batch.describe_compute_environments(computeEnvironments=[name]).get("computeEnvironments", [])
+        status = found[0].get("status") if found else None
+        if status in (None, "VALID"):
+            return
+        if status == "INVALID":
+            raise BackendError(f"compute environment {name} is INVALID: {found[0].get('statusReason')}; "
+                               "fix the roles, subnets or security groups and run `runner init aws` again")
+        if time.monotonic() > deadline:
+            raise BackendError(f"compute environment {name} is still {status} after {wait_s:.0f} s; "
+                               "run `runner init aws` again later")
+        echo(f"waiting for compute environment {name} ({status})")
+        time.sleep(5)
+
+
+def _ensure_queue(batch: Any, queue: str, ce_arn: str, echo: Callable[[str], None]) -> str:
+    order = [{"order": 1, "computeEnvironment": ce_arn}]
+    found = batch.describe_job_queues(jobQueues=[queue]).get("jobQueues", [])
+    if not found:
+        arn = str(batch.create_job_queue(jobQueueName=queue, state="ENABLED", priority=1,
+                                         computeEnvironmentOrder=order,
+                                         tags={"spot-runner": "1"})["jobQueueArn"])
+        echo(f"created job queue {queue} on {ce_arn.rsplit('/', 1)[-1]} ({arn})")
+        return arn
+    q = found[0]
+    envs = [e.get("computeEnvironment") for e in q.get("computeEnvironmentOrder") or []]
+    if q.get("state") != "ENABLED" or ce_arn not in envs:
+        batch.update_job_queue(jobQueue=queue, state="ENABLED", computeEnvironmentOrder=order)
+        echo(f"updated job queue {queue}: ENABLED on {ce_arn.rsplit('/', 1)[-1]}")
+    else:
+        echo(f"found job queue {queue} on {ce_arn.rsplit('/', 1)[-1]}: unchanged")
+    return str(q["jobQueueArn"])
+
+
+__all__ = ["compute_resources", "ensure_batch"]

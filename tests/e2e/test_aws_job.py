@@ -1,0 +1,156 @@
+"""Issue 4 end to end on AWS Batch as moto serves it: `runner submit --backend aws`, S3 checkpoints,
+two spot reclaims reported the AWS way (``Host EC2 (instance ...) terminated.``), exact final weights;
+and a job started on the local engine with s3:// checkpoints and finished on AWS Batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import ROOT, runner, runner_env, status_json
+from tests.integration.test_aws_batch import aws_settings, boto_client
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IMAGE = "localhost/runner-cifar:aws-e2e"
+ARGS = ["--data", "synthetic", "--epochs", "2", "--train-size", "4000", "--test-size", "500",
+        "--batch-size", "32", "--threads", "2", "--seed", "0"]
+RECLAIM = "Host EC2 (instance i-0123) terminated."
+
+
+@pytest.fixture(scope="module")
+def image(docker_client: Any) -> str:
+    """The CIFAR image with this tree's runner package (the S3 store included) on top."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dockerfile = (b"FROM localhost/runner-cifar:latest\n"
+                      b"COPY runner/ /opt/venv/lib/python3.11/site-packages/runner/\n")
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        tar.add(ROOT / "runner", arcname="runner", filter=lambda t: None if "__pycache__" in t.name else t)
+    buf.seek(0)
+    docker_client.images.build(fileobj=buf, custom_context=True, tag=IMAGE, pull=False, rm=True)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server: Any, image: str) -> dict[str, Any]:
+    return aws_settings(moto_server)
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_server: Any) -> str:
+    name = f"ckpt-{uuid.uuid4().hex[:8]}"
+    boto_client(moto_server, "s3").create_bucket(Bucket=name)
+    return name
+
+
+def write_spec(path: Path, moto_server: Any, aws: dict[str, Any], uri: str, backend: str) -> Path:
+    data = {"name": "cifar-aws", "image": IMAGE, "args": ARGS, "backend": backend, "notice": "none",
+            "env": {"PYTHONUNBUFFERED": "1", **moto_server.container_env},
+            "resources": {"cpus": 2, "memory": "2Gi"}, "checkpoint": {"uri": uri, "every": 20, "keep": 3},
+            "retries": {"preemptions": 10, "failures": 0}, "aws": aws, "timeout": "10m"}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli_env(home: Path, moto_server: Any) -> dict[str, str]:
+    return {**runner_env(home), **moto_server.env}
+
+
+def run_cli(*args: str, home: Path, moto_server: Any, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True, text=True,
+                          env=cli_env(home, moto_server), cwd=ROOT, timeout=timeout)
+
+
+def steps(s3: Any, bucket: str, prefix: str) -> int:
+    """Return the highest committed checkpoint step under the prefix (-1 when none)."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])]
+    found = [int(k.split("/step-")[1].split("/")[0]) for k in keys if "/step-" in k and k.endswith("MANIFEST.json")]
+    return max(found, default=-1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, moto_server: Any, aws: dict[str, Any]) -> str:
+    """The uninterrupted run's final weights, on the local engine with a file:// store."""
+    home = tmp_path_factory.mktemp("aws-reference")
+    spec = write_spec(home / "ref.yaml", moto_server, aws, f"file://{home}/ck", "local")
+    proc = runner("submit", str(spec), "--interval", "1", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return str(status_json(proc.stdout.split()[1], home)["weights_sha256"])
+
+
+def test_preempted_twice_on_aws_batch_finishes_exactly(tmp_path, moto_server, aws, bucket, reference):
+    prefix = f"jobs/{uuid.uuid4().hex[:8]}"
+    spec = write_spec(tmp_path / "aws.yaml", moto_server, aws, f"s3://{bucket}/{prefix}", "local")
+    batch, s3 = boto_client(moto_server, "batch"), boto_client(moto_server, "s3")
+    reclaimed: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def reclaimer() -> None:
+        last = -1
+        while not stop.is_set() and len(reclaimed) < 2:
+            running = batch.list_jobs(jobQueue=aws["job_queue"], jobStatus="RUNNING")["jobSummaryList"]
+            step = steps(s3, bucket, prefix)
+            if running and step > last:
+                batch.terminate_job(jobId=running[0]["jobId"], reason=RECLAIM)
+                reclaimed.append((running[0]["jobId"], step))
+                last = step
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=reclaimer, daemon=True)
+    thread.start()
+    try:
+        proc = run_cli("submit", str(spec), "--backend", "aws", "--interval", "1", home=tmp_path,
+                       moto_server=moto_server)
+    finally:
+        stop.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(reclaimed) == 2, reclaimed
+    status = status_json(proc.stdout.split()[1], tmp_path)
+    preempted = [a for a in status["attempt_list"] if a["state"] == "PREEMPTED"]
+    assert len(preempted) == 2 and all("Host EC2" in a["reason"] for a in preempted), status["attempt_list"]
+    assert all(a["backend"] == "aws" and a["backend_id"].startswith("us-east-1/") for a in status["attempt_list"])
+    assert status["weights_sha256"] == reference
+    assert "final weights sha256 " + reference in proc.stdout
+    logs = run_cli("logs", proc.stdout.split()[1], home=tmp_path, moto_server=moto_server)
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
+
+
+def test_started_locally_finished_on_aws_batch(tmp_path, moto_server, aws, bucket, reference):
+    """Local engine with s3:// checkpoints, cancelled mid-way; AWS Batch resumes from the same URI."""
+    prefix = f"jobs/{uuid.uuid4().hex[:8]}"
+    spec = write_spec(tmp_path / "cross.yaml", moto_server, aws, f"s3://{bucket}/{prefix}", "local")
+    s3 = boto_client(moto_server, "s3")
+    local = run_cli("submit", str(spec), "--detach", "--interval", "0.5", home=tmp_path, moto_server=moto_server)
+    assert local.returncode == 0, local.stdout + local.stderr
+    local_id = local.stdout.split()[1]
+    deadline = time.monotonic() + 180
+    while steps(s3, bucket, prefix) < 60:
+        assert time.monotonic() < deadline, "the local attempt wrote no checkpoint to S3"
+        time.sleep(0.5)
+    assert run_cli("cancel", local_id, home=tmp_path, moto_server=moto_server).returncode == 0
+    resumed_from = steps(s3, bucket, prefix)
+    progress = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/progress.json")["Body"].read())
+    assert progress["step"] < 250, progress  # the local run did not finish
+    proc = run_cli("submit", str(spec), "--backend", "aws", "--interval", "1", home=tmp_path,
+                   moto_server=moto_server)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = status_json(proc.stdout.split()[1], tmp_path)
+    assert [a["backend"] for a in status["attempt_list"]] == ["aws"]
+    assert status["weights_sha256"] == reference, (resumed_from, status)
+    assert status_json(local_id, tmp_path)["state"] == "CANCELLED"
