@@ -1,0 +1,116 @@
+"""``az://container/prefix`` store on azure-storage-blob.
+
+The account comes from the environment: ``AZURE_STORAGE_CONNECTION_STRING`` when set (Azurite,
+or an account key you chose to provide), else ``AZURE_STORAGE_ACCOUNT_URL`` with credentials
+from ``DefaultAzureCredential`` (environment, workload or managed identity, az login). Uploads
+are block blobs with ``overwrite=True``: staged blocks stay invisible until the block list is
+committed, so a write is all or nothing (uncommitted blocks of a killed writer are discarded
+by the service after a week).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+import azure.core.exceptions as aexc
+from azure.storage.blob import BlobServiceClient
+
+from runner.errors import ConfigError, StoreError
+from runner.stores.cloud import ObjectStore, error_chain, one_line
+
+_CONCURRENCY = 4
+_TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
+_DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+                 "InsufficientAccountPermissions", "AccountIsDisabled"}
+_NETWORK_ERRORS = (aexc.ServiceRequestError, aexc.ServiceResponseError, aexc.IncompleteReadError, ConnectionError,
+                   TimeoutError)
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "error_code", None) or "")
+
+
+def _service_client() -> Any:
+    """Return a BlobServiceClient from the environment, with the SDK's retries off (ours apply)."""
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if conn:
+        try:
+            return BlobServiceClient.from_connection_string(conn, retry_total=0)
+        except ValueError:  # never echo the string: it may hold an account key
+            raise ConfigError("AZURE_STORAGE_CONNECTION_STRING is malformed: copy it again from the storage "
+                              "account, or unset it and set AZURE_STORAGE_ACCOUNT_URL") from None
+    url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL")
+    if not url:
+        raise ConfigError("az:// checkpoint URIs need the storage account: set AZURE_STORAGE_ACCOUNT_URL "
+                          "(https://<account>.blob.core.windows.net; credentials from DefaultAzureCredential) "
+                          "or AZURE_STORAGE_CONNECTION_STRING")
+    from azure.identity import DefaultAzureCredential
+
+    return BlobServiceClient(account_url=url, credential=DefaultAzureCredential(), retry_total=0)
+
+
+class AzureBlobStore(ObjectStore):
+    """Objects in an Azure Blob Storage container."""
+
+    scheme = "az"
+    bucket_word = "Azure container"
+    create_hint = "az storage container create --name {bucket}"
+    credentials_hint = ("AZURE_STORAGE_CONNECTION_STRING or DefaultAzureCredential (environment, managed "
+                        "identity, az login)")
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.service = _service_client()
+        self.container = self.service.get_container_client(self.bucket)
+
+    def _upload(self, name: str, fh: IO[bytes], size: int) -> None:
+        self.container.upload_blob(name, fh, length=size, overwrite=True, max_concurrency=_CONCURRENCY)
+
+    def _download(self, name: str, fh: IO[bytes]) -> None:
+        self.container.download_blob(name, max_concurrency=_CONCURRENCY).readinto(fh)
+
+    def _list_names(self, prefix: str) -> list[str]:
+        return [blob.name for blob in self.container.list_blobs(name_starts_with=prefix or None)]
+
+    def _delete_names(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                self.container.delete_blob(name)
+            except aexc.ResourceNotFoundError as exc:
+                if _code(exc) != "BlobNotFound":
+                    raise
+
+    def _exists_name(self, name: str) -> bool:
+        try:
+            self.container.get_blob_client(name).get_blob_properties()
+        except aexc.ResourceNotFoundError as exc:
+            if _code(exc) == "BlobNotFound":
+                return False
+            raise
+        return True
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        for err in error_chain(exc):
+            if isinstance(err, _NETWORK_ERRORS):
+                return True
+            if isinstance(err, aexc.HttpResponseError):
+                status = err.status_code or 0
+                return status >= 500 or status in (408, 429) or _code(err) in _TRANSIENT_CODES
+        return False
+
+    def _translate(self, exc: BaseException, op: str, where: str) -> Exception | None:
+        if isinstance(exc, aexc.ClientAuthenticationError):  # DefaultAzureCredential found nothing, too
+            return self.access_denied(op, where, one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        if isinstance(exc, aexc.ResourceNotFoundError):
+            if _code(exc) == "ContainerNotFound":
+                return self.bucket_missing(where)
+            return FileNotFoundError(f"{where} does not exist")
+        if isinstance(exc, aexc.HttpResponseError):
+            if exc.status_code == 403 or _code(exc) in _DENIED_CODES:
+                return self.access_denied(op, where, _code(exc) or "403")
+            message = str(exc.reason or exc.message or "").splitlines()[0] if (exc.reason or exc.message) else ""
+            return StoreError(f"{op} {where} failed: {_code(exc) or exc.status_code} {one_line(message, 160)}")
+        if isinstance(exc, aexc.AzureError):
+            return StoreError(f"{op} {where} failed: {type(exc).__name__} {one_line(exc, 160)}")
+        return None
