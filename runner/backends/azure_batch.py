@@ -1,0 +1,396 @@
+"""Run attempts as container tasks on Azure Batch, on low-priority (spot) nodes.
+
+One Azure job per runner job (created on first submit), one Azure task per attempt, with the
+container settings, environment and ``max_task_retry_count: 0`` built in
+:mod:`runner.backends.azure_setup`. An attempt's id is self-describing, because the watcher
+builds backends with no arguments: ``"<account_url>|<azure job id>|<azure task id>"``.
+
+Preemption, the Azure way, and how it maps onto attempts:
+
+- Azure requeues a task whose low-priority node is preempted: the node shows state
+  ``preempted`` (then is re-created with the same id) and the *same* task goes back to
+  ``active`` and later runs again. No task field says "preempted".
+- The runner wants an attempt to end before the next begins. So the backend reports the
+  attempt PREEMPTED as soon as it sees either a task running on a node in state
+  ``preempted``, or a task that ran and is back to ``active`` (``previousState: running``),
+  or (within one watcher's life) a task running again with a new start time or node. Before
+  returning PREEMPTED it terminates the requeued task, so the watcher's next attempt (a new
+  task, new id) is the only one that runs: never two at once. If that terminate fails the
+  attempt reads UNKNOWN and the next poll tries again.
+- A task ended by the runner while requeued stays PREEMPTED on later polls (it completed from
+  ``active`` after having started); one terminated while running reads CANCELLED.
+- Exit code 75 (the task stopped after a notice, checkpoint committed) is PREEMPTED as well.
+
+A poll makes one ``list_tasks`` call per Azure job, plus one ``list_nodes`` per pool with a
+task on a node; any failure reads UNKNOWN, never FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from runner.backends.azure_setup import azure_id, ensure_pool, job_options, make_client, settings, task_options
+from runner.backends.base import Backend, Submission
+from runner.errors import BackendError, SubmitError
+from runner.spec import JobSpec
+from runner.states import AttemptState, AttemptStatus
+
+log = logging.getLogger("runner.backends.azure")
+
+EXIT_PREEMPTED = 75
+CHUNK = 100  # create_task_collection takes at most 100 tasks
+SEP = "|"
+
+
+def classify(task: Mapping[str, Any], node_state: str | None = None,
+             seen: tuple[Any, Any] | None = None) -> AttemptStatus:
+    """Map an Azure task (REST JSON or SDK model) and its node's state onto an AttemptStatus.
+
+    ``seen`` is the (start time, node id) this process saw the task running with before, if
+    any: a different one now means Azure requeued and re-ran it after a preemption.
+    """
+    state = str(task.get("state") or "").lower()
+    previous = str(task.get("previousState") or "").lower()
+    info = task.get("executionInfo") or {}
+    node = (task.get("nodeInfo") or {}).get("nodeId")
+    started, ended = _epoch(info.get("startTime")), _epoch(info.get("endTime"))
+    code = info.get("exitCode")
+    exit_code = int(code) if code is not None else None
+    failure = info.get("failureInfo") or {}
+    on_node = f" on node {node}" if node else ""
+    its_node = f"its node {node}" if node else "its node"
+
+    def status(kind: AttemptState, reason: str) -> AttemptStatus:
+        return AttemptStatus(kind, reason, exit_code, started, ended)
+
+    if state == "completed":
+        if exit_code == 0 and not failure:
+            return status(AttemptState.SUCCEEDED, "exit 0")
+        if exit_code == EXIT_PREEMPTED:
+            return status(AttemptState.PREEMPTED, "exit 75: stopped after a preemption notice")
+        if failure.get("code") == "TaskEnded":
+            if previous in ("active", "preparing") and started is not None:
+                return status(AttemptState.PREEMPTED, f"requeued after {its_node} was preempted; "
+                                                      "ended by the runner")
+            return status(AttemptState.CANCELLED, "terminated (TaskEnded)")
+        if failure:
+            what = f"{failure.get('category') or 'error'} {failure.get('code') or ''}".strip()
+            message = " ".join(str(failure.get("message") or "").split())
+            tail = f" (exit {exit_code})" if exit_code is not None else ""
+            return status(AttemptState.FAILED, f"{what}: {message}{tail}" if message else what + tail)
+        return status(AttemptState.FAILED, f"exit {exit_code}" if exit_code is not None else "completed, no exit code")
+    if node_state == "preempted" and state in ("running", "preparing", "active") and node:
+        return status(AttemptState.PREEMPTED, f"node {node} was preempted (task {state})")
+    if state == "active":
+        if previous in ("running", "preparing") and int(info.get("retryCount") or 0) == 0:
+            return status(AttemptState.PREEMPTED, f"requeued by Azure: {its_node} was preempted")
+        return AttemptStatus(AttemptState.PENDING, "active: waiting for a node", None, started, None)
+    if state == "preparing":
+        return AttemptStatus(AttemptState.PENDING, f"preparing{on_node}", None, started, None)
+    if state == "running":
+        if seen is not None and seen != (info.get("startTime"), node) and seen[0] is not None:
+            return status(AttemptState.PREEMPTED, f"requeued by Azure and started again{on_node}")
+        return AttemptStatus(AttemptState.RUNNING, f"running{on_node}", None, started, None)
+    return AttemptStatus(AttemptState.UNKNOWN, f"unrecognised task state {state!r}", exit_code, started, ended)
+
+
+def parse_id(backend_id: str) -> tuple[str, str, str]:
+    """Split ``"<account_url>|<job>|<task>"``."""
+    parts = backend_id.split(SEP)
+    if len(parts) != 3 or not all(parts):
+        raise BackendError(f"{backend_id!r} is not an Azure attempt id (<account_url>|<job>|<task>); "
+                           "pass the id the azure backend returned")
+    return parts[0], parts[1], parts[2]
+
+
+class AzureBatchBackend(Backend):
+    """Run each attempt as one container task on an Azure Batch pool."""
+
+    name = "azure"
+
+    def __init__(self, client_factory: Any = None) -> None:
+        self._factory = client_factory or make_client
+        self._clients: dict[str, Any] = {}
+        self._jobs: set[tuple[str, str]] = set()   # (account, job) known to exist
+        self._seen: dict[str, tuple[Any, Any]] = {}  # backend id -> (startTime, nodeId) while running
+
+    def client(self, account_url: str) -> Any:
+        """Return the (cached) BatchClient for an account URL."""
+        account_url = account_url.rstrip("/")
+        if account_url not in self._clients:
+            self._clients[account_url] = self._factory(account_url)
+        return self._clients[account_url]
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, sub: Submission) -> str:
+        """Create the attempt's task (adopting one that exists under the same key); return its id."""
+        return self.submit_many([sub])[0]
+
+    def submit_many(self, subs: Sequence[Submission]) -> list[str]:
+        """Create the tasks of one job with ``create_task_collection``, 100 at a time."""
+        from azure.batch import models as m
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        if not subs:
+            return []
+        spec = subs[0].spec
+        url, job = settings(spec).account_url.rstrip("/"), azure_id(subs[0].job_id)
+        client = self.client(url)
+        self._ensure_job(client, url, subs[0].job_id, spec)
+        tasks = [task_options(sub) for sub in subs]
+        try:
+            if len(tasks) == 1:
+                try:
+                    client.create_task(job, tasks[0])
+                except ResourceExistsError:
+                    log.info("task %s exists: adopting it", tasks[0].id)
+            else:
+                for start in range(0, len(tasks), CHUNK):
+                    group = m.BatchTaskGroup(task_values=tasks[start:start + CHUNK])
+                    result = client.create_task_collection(job, group)
+                    _check_collection(result)
+        except AzureError as exc:
+            raise SubmitError(f"cannot create task(s) in Azure job {job}: {_one_line(exc)}") from exc
+        return [SEP.join((url, job, t.id)) for t in tasks]
+
+    def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec) -> None:
+        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+
+        job = azure_id(job_id)
+        if (url, job) in self._jobs:
+            return
+        pool_id = settings(spec).pool_id
+        try:
+            try:
+                client.get_pool(pool_id, select=["id", "state"])
+            except ResourceNotFoundError:
+                raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
+                                  "`runner init azure --spec <job spec>`") from None
+            try:
+                client.create_job(job_options(job_id, spec))
+                log.info("created Azure job %s on pool %s", job, pool_id)
+            except ResourceExistsError:
+                pass
+        except AzureError as exc:
+            raise SubmitError(f"cannot create Azure job {job} at {url}: {_one_line(exc)}") from exc
+        self._jobs.add((url, job))
+
+    # ------------------------------------------------------------------ poll
+
+    def poll(self, ids: Sequence[str]) -> dict[str, AttemptStatus]:
+        """Return every id's status: one task listing per job, one node listing per pool."""
+        from azure.core.exceptions import AzureError
+
+        wanted = list(dict.fromkeys(ids))
+        result: dict[str, AttemptStatus] = {}
+        by_job: dict[tuple[str, str], list[str]] = {}
+        for backend_id in wanted:
+            try:
+                url, job, _ = parse_id(backend_id)
+            except BackendError as exc:
+                result[backend_id] = AttemptStatus(AttemptState.UNKNOWN, str(exc))
+                continue
+            by_job.setdefault((url, job), []).append(backend_id)
+        tasks: dict[str, Mapping[str, Any]] = {}
+        for (url, job), members in by_job.items():
+            try:
+                listed = {str(t["id"]): t for t in self.client(url).list_tasks(job)}
+            except AzureError as exc:
+                for backend_id in members:
+                    result[backend_id] = AttemptStatus(AttemptState.UNKNOWN,
+                                                       f"cannot list the tasks of Azure job {job}: {_one_line(exc)}")
+                continue
+            for backend_id in members:
+                task = listed.get(parse_id(backend_id)[2])
+                if task is None:
+                    result[backend_id] = AttemptStatus(AttemptState.FAILED,
+                                                       "task not found (deleted outside the runner)")
+                else:
+                    tasks[backend_id] = task
+        nodes = self._node_states(tasks)
+        for backend_id, task in tasks.items():
+            result[backend_id] = self._status(backend_id, task, nodes)
+        return result
+
+    def _node_states(self, tasks: dict[str, Mapping[str, Any]]) -> dict[tuple[str, str, str], str | None]:
+        """Return (account, pool, node) -> node state for the nodes that live tasks sit on."""
+        from azure.core.exceptions import AzureError
+
+        pools: set[tuple[str, str]] = set()
+        for backend_id, task in tasks.items():
+            node_info = task.get("nodeInfo") or {}
+            if str(task.get("state")) != "completed" and node_info.get("poolId"):
+                pools.add((parse_id(backend_id)[0], str(node_info["poolId"])))
+        states: dict[tuple[str, str, str], str | None] = {}
+        for url, pool in pools:
+            try:
+                for node in self.client(url).list_nodes(pool, select=["id", "state"]):
+                    states[(url, pool, str(node["id"]))] = str(node.get("state") or "")
+            except AzureError as exc:  # node states unknown: classify from the task alone
+                log.warning("cannot list the nodes of pool %s: %s", pool, _one_line(exc))
+        return states
+
+    def _status(self, backend_id: str, task: Mapping[str, Any],
+                nodes: dict[tuple[str, str, str], str | None]) -> AttemptStatus:
+        url, job, task_id = parse_id(backend_id)
+        node_info = task.get("nodeInfo") or {}
+        node_state = nodes.get((url, str(node_info.get("poolId")), str(node_info.get("nodeId"))))
+        status = classify(task, node_state, self._seen.get(backend_id))
+        info = task.get("executionInfo") or {}
+        if status.state is AttemptState.RUNNING:
+            self._seen.setdefault(backend_id, (info.get("startTime"), node_info.get("nodeId")))
+        if status.state is AttemptState.PREEMPTED and str(task.get("state")) != "completed":
+            try:  # end the requeued task: the watcher's next attempt must be the only one running
+                self._terminate(url, job, task_id)
+            except BackendError as exc:
+                return AttemptStatus(AttemptState.UNKNOWN, f"{status.reason}, but {exc}; will retry")
+        if status.is_terminal():
+            self._seen.pop(backend_id, None)
+        return status
+
+    # ------------------------------------------------------------------ cancel, logs, find
+
+    def cancel(self, backend_id: str) -> None:
+        """Terminate the task; a task already completed or gone is fine."""
+        url, job, task_id = parse_id(backend_id)
+        self._terminate(url, job, task_id)
+
+    def _terminate(self, url: str, job: str, task_id: str) -> None:
+        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+
+        try:
+            self.client(url).terminate_task(job, task_id)
+        except (ResourceNotFoundError, ResourceExistsError):
+            return  # gone, or completed already (409)
+        except AzureError as exc:
+            raise BackendError(f"cannot terminate Azure task {task_id} in job {job}: {_one_line(exc)}") from exc
+
+    def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
+        """Yield the task's stdout.txt then stderr.txt lines; with ``follow``, stdout as it grows."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        url, job, task_id = parse_id(backend_id)
+        client = self.client(url)
+        for name in ("stdout.txt", "stderr.txt"):
+            offset, pending = 0, b""
+            while True:
+                try:
+                    chunks = client.download_task_file(job, task_id, name, ocp_range=f"bytes={offset}-")
+                    data = b"".join(chunks)
+                except ResourceNotFoundError:
+                    if name == "stdout.txt":
+                        yield (f"(no {name} for task {task_id} yet: Azure keeps task files on the node "
+                               "while it lives; the task may not have started, or its node is gone)")
+                    data = b""
+                    if not follow:
+                        break
+                except AzureError as exc:
+                    raise BackendError(f"cannot read {name} of Azure task {task_id}: {_one_line(exc)}") from exc
+                offset += len(data)
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace").rstrip("\r")
+                if not follow or name != "stdout.txt" or self._completed(client, job, task_id):
+                    break
+                time.sleep(2)
+            if pending:
+                yield pending.decode("utf-8", "replace").rstrip("\r")
+
+    def _completed(self, client: Any, job: str, task_id: str) -> bool:
+        from azure.core.exceptions import AzureError
+
+        try:
+            return str(client.get_task(job, task_id, select=["state"]).get("state")) == "completed"
+        except AzureError:
+            return True
+
+    def find(self, key: str) -> str | None:
+        """Return the id of the task created under ``key``, if its account can be told.
+
+        ``find`` gets only the key, so the account comes from the accounts this backend has
+        talked to, ``AZURE_BATCH_ENDPOINT``, or the job's spec in the ledger.
+        """
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        job_id = key.rsplit("-", 2)[0]
+        job, task_id = azure_id(job_id), azure_id(key)
+        for url in self._accounts_for(job_id):
+            try:
+                self.client(url).get_task(job, task_id, select=["id"])
+            except ResourceNotFoundError:
+                continue
+            except AzureError as exc:
+                raise BackendError(f"cannot look for task {task_id} at {url}: {_one_line(exc)}") from exc
+            return SEP.join((url, job, task_id))
+        return None
+
+    def _accounts_for(self, job_id: str) -> list[str]:
+        import os
+
+        urls = list(self._clients)
+        if os.environ.get("AZURE_BATCH_ENDPOINT"):
+            urls.append(os.environ["AZURE_BATCH_ENDPOINT"].rstrip("/"))
+        try:
+            from runner.ledger import Ledger
+
+            with Ledger() as ledger:
+                azure = ledger.get_job(job_id).spec().azure
+            if azure is not None and azure.account_url:
+                urls.append(azure.account_url.rstrip("/"))
+        except Exception as exc:  # noqa: BLE001 - the ledger is only a hint here
+            log.debug("no account URL for %s from the ledger: %s", job_id, exc)
+        return list(dict.fromkeys(urls))
+
+    @classmethod
+    def init(cls, spec: JobSpec, echo: Any) -> None:
+        """Create the spec's pool of spot nodes with a container configuration, unless it exists."""
+        ensure_pool(spec, echo)
+
+    def close(self) -> None:
+        """Close the clients."""
+        for client in self._clients.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._clients.clear()
+
+
+def _check_collection(result: Any) -> None:
+    """Raise SubmitError for tasks the service refused (TaskExists is an adoption, not an error)."""
+    refused = []
+    for item in result.get("value") or []:
+        error = item.get("error") or {}
+        if item.get("status") == "success" or error.get("code") == "TaskExists":
+            continue
+        message = error.get("message") or {}
+        text = message.get("value") if isinstance(message, Mapping) else message
+        refused.append(f"{item.get('taskId')}: {item.get('status')} {error.get('code') or ''} "
+                       f"{' '.join(str(text or '').split())}".strip())
+    if refused:
+        raise SubmitError(f"Azure refused {len(refused)} task(s): " + "; ".join(refused[:3]))
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(getattr(exc, "message", None) or exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = ["AzureBatchBackend", "classify", "parse_id"]
