@@ -32,15 +32,23 @@ RECLAIM = "Host EC2 (instance i-0123) terminated."
 
 @pytest.fixture(scope="module")
 def image(docker_client: Any) -> str:
-    """The CIFAR image with this tree's runner package (the S3 store included) on top."""
+    """The CIFAR image with this tree's runner package (the S3 store included) on top.
+
+    The S3 store needs tenacity, which the task image lacks so far: it is copied from this venv.
+    """
+    import tenacity
+
+    site = Path(tenacity.__file__).parent
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         dockerfile = (b"FROM localhost/runner-cifar:latest\n"
-                      b"COPY runner/ /opt/venv/lib/python3.11/site-packages/runner/\n")
+                      b"COPY runner/ /opt/venv/lib/python3.11/site-packages/runner/\n"
+                      b"COPY tenacity/ /opt/venv/lib/python3.11/site-packages/tenacity/\n")
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(ROOT / "runner", arcname="runner", filter=lambda t: None if "__pycache__" in t.name else t)
+        for folder, name in ((ROOT / "runner", "runner"), (site, "tenacity")):
+            tar.add(folder, arcname=name, filter=lambda t: None if "__pycache__" in t.name else t)
     buf.seek(0)
     docker_client.images.build(fileobj=buf, custom_context=True, tag=IMAGE, pull=False, rm=True)
     return IMAGE
