@@ -57,6 +57,17 @@ class CheckpointEvery:
         return cls("seconds", seconds)
 
 
+def _array_index(env: Mapping[str, str], var: str) -> int:
+    """Return this array child's index from the variable the service sets (e.g. AWS's)."""
+    value = env.get(var)
+    if value is None and var == "AWS_BATCH_JOB_ARRAY_INDEX" and ":" in env.get("AWS_BATCH_JOB_ID", ""):
+        value = env["AWS_BATCH_JOB_ID"].rsplit(":", 1)[1]  # moto sets only the child's job id
+    if value is None or not value.isdigit():
+        raise ConfigError(f"RUNNER_ARRAY_INDEX_VAR names {var}, which is {value!r}, not an array index: "
+                          "run this image as an array child or unset RUNNER_ARRAY_INDEX_VAR")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What the runner tells one attempt, from the ``RUNNER_*`` environment."""
@@ -85,6 +96,9 @@ class RunContext:
         if not keep_text.isdigit() or int(keep_text) < 1:
             raise ConfigError(f"RUNNER_CHECKPOINT_KEEP={keep_text!r} must be an integer >= 1")
         uri = env.get("RUNNER_CHECKPOINT_URI", "file:///checkpoints")
+        index_var = env.get("RUNNER_ARRAY_INDEX_VAR")
+        if index_var:  # a native array job: one submission, each child reads its index itself
+            uri = f"{uri.rstrip('/')}/{_array_index(env, index_var)}"
         return cls(
             job_id=env.get("RUNNER_JOB_ID", "local"),
             attempt=int(attempt_text),
