@@ -68,6 +68,10 @@ def submit(
         if simulate_preemption is not None:
             plan = SimulatePreemption.parse_cli(simulate_preemption)
             spec = spec.model_copy(update={"simulate_preemption": plan})
+        if spec.backend != "local" and spec.checkpoint_uri_for(0, "job").startswith("file://"):
+            schemes = {"aws": "s3://bucket/prefix", "gcp": "gs://bucket/prefix", "azure": "az://container/prefix"}
+            raise SpecError(f"{spec_file}: field 'checkpoint.uri': a local folder cannot be reached from "
+                            f"{spec.backend} machines; set checkpoint.uri to {schemes[spec.backend]}")
         if spec.simulate_preemption is not None and spec.backend != "local":
             raise SpecError(f"{spec_file}: simulate_preemption works on the local backend only; "
                             f"each cloud preempts {spec.backend} jobs for real")

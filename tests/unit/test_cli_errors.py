@@ -66,6 +66,7 @@ def test_bad_spec_gives_one_line_and_exit_2(tmp_path, name):
     ["submit", "jobs/cifar-smoke.yaml", "--simulate-preemption", "every=soon"],
     ["submit", "jobs/cifar-smoke.yaml", "--simulate-preemption", "notice"],
     ["submit", "jobs/cifar-smoke.yaml", "--backend", "aws", "--simulate-preemption", "every=20s"],
+    ["submit", "jobs/cifar.yaml", "--backend", "gcp"],
     ["status", "no-such-job"],
     ["cancel", "no-such-job"],
     ["logs", "no-such-job"],
