@@ -204,7 +204,7 @@ class _Loop:
         log.warning("preemption notice from %s%s: saving step %d and stopping", notice.source,
                     f" ({notice.detail})" if notice.detail else "", self.pos.step)
         try:
-            writer.submit(self.pos.step, self._state(), self._meta("preempted"))
+            writer.submit(self.pos.step, self._state(), self._meta("preempted"), urgent=True)
             writer.flush()
         except RunnerError as exc:
             log.error("could not commit a checkpoint after the notice: %s", exc)

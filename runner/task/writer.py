@@ -58,13 +58,22 @@ class CheckpointWriter:
         self._thread_error: str | None = None
 
     # -- public ---------------------------------------------------------------------------
-    def submit(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> float:
-        """Start writing ``state`` as ``step``; return how long the caller was stalled."""
+    def submit(self, step: int, state: dict[str, Any], meta: dict[str, Any], urgent: bool = False) -> float:
+        """Start writing ``state`` as ``step``; return how long the caller was stalled.
+
+        ``urgent`` (a preemption notice): finish what is in flight at normal priority, then write
+        inline, so nothing competing for the CPU can push the commit past the notice window.
+        """
         start = time.perf_counter()
-        self.flush()
-        if self.mode == "sync":
+        self.flush(urgent=urgent)
+        if self.mode == "sync" or urgent:
             self._pending = step
-            self._run(step, state, meta)
+            try:
+                self._run(step, state, meta)
+            except Exception as exc:  # a full disk, a store gone: one line, the last step intact
+                self._pending = None
+                raise StoreError(f"writing a checkpoint to {self.store.describe()} failed: "
+                                 f"{_describe(exc)}") from exc
             self._done(None)
         elif self.mode == "thread":
             snapshot = to_cpu(state, clone=True)
@@ -95,10 +104,15 @@ class CheckpointWriter:
         self._finish_thread()
         return False
 
-    def flush(self) -> int | None:
+    def flush(self, urgent: bool = False) -> int | None:
         """Wait for the write in flight; raise StoreError if it failed; return the last step."""
         if self._pending is not None:
             if self.mode == "fork" and self._pid is not None:
+                if urgent:  # the idle-priority child must not starve while a notice window runs
+                    try:
+                        os.sched_setscheduler(self._pid, os.SCHED_OTHER, os.sched_param(0))
+                    except (AttributeError, OSError):
+                        pass
                 _, status = os.waitpid(self._pid, 0)
                 self._reap(status)
             elif self.mode == "thread" and self._thread is not None:

@@ -199,18 +199,19 @@ def test_async_writers_match_sync(tmp_path):
         assert loaded is not None and loaded.step == 3 and loaded.state["step"] == 3
 
 
-def test_writer_failure_is_reported(tmp_path):
-    folder = tmp_path / "ro"
-    writer = CheckpointWriter(f"file://{folder}", keep=2, mode="fork")
-    folder.chmod(0o500)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as a user that ignores permissions")
-        writer.submit(1, state_for(1), {"epoch": 0})
+@pytest.mark.parametrize("mode", ["fork", "thread", "sync"])
+def test_writer_failure_is_reported(tmp_path, mode):
+    folder = tmp_path / "ck"
+    writer = CheckpointWriter(f"file://{folder}", keep=2, mode=mode)
+    folder.rmdir()
+    folder.write_text("the checkpoint folder replaced by a file: every write fails, even as root")
+    if mode == "sync":
         with pytest.raises(StoreError, match="failed"):
-            writer.flush()
-    finally:
-        folder.chmod(0o700)
+            writer.submit(1, state_for(1), {"epoch": 0})
+        return
+    writer.submit(1, state_for(1), {"epoch": 0})
+    with pytest.raises(StoreError, match="failed"):
+        writer.flush()
 
 
 def test_final_result_roundtrip(tmp_path):
