@@ -47,6 +47,7 @@ AZURE_EVENT_TYPES = ("Preempt", "Terminate")
 AZURE_EVENTS_PATH = "/metadata/scheduledevents?api-version=2020-07-01"
 AZURE_NAME_PATH = "/metadata/instance/compute/name?api-version=2021-02-01&format=text"
 MAX_BACKOFF = 30.0
+ID_TRIES = 3  # auto mode: a service that only times out gets this many tries before it counts as absent
 WARN_EVERY = 60.0
 MAX_BODY = 1 << 16
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -120,6 +121,7 @@ class _CloudPoller:
         self.watcher, self.base, self.explicit, self.stop = watcher, base.rstrip("/"), explicit, stop
         self.real_service = not watcher.metadata_url
         self.identified = False
+        self.id_tries = 0
         self.failures = 0
         self.last_warning = -math.inf
 
@@ -132,6 +134,11 @@ class _CloudPoller:
                     self.failures = 0
                 except _Unusable as exc:
                     if not self.identified and not self.explicit:
+                        self.id_tries += 1
+                        if exc.timed_out and self.id_tries < ID_TRIES:  # slow at boot, or absent?
+                            if self.stop.wait(self.watcher.poll_interval):
+                                return
+                            continue
                         log.debug("no %s metadata service at %s (%s); not polling it",
                                   self.source, self.base, exc)
                         return
