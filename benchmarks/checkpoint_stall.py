@@ -32,18 +32,21 @@ from runner.task.writer import CheckpointWriter  # noqa: E402
 
 
 class Trainer:
-    def __init__(self, batch: int, size: int) -> None:
+    def __init__(self, batch: int, size: int, device: str) -> None:
         torch.manual_seed(0)
-        self.model = torchvision.models.resnet50(num_classes=100)
+        self.device = torch.device(device)
+        self.model = torchvision.models.resnet50(num_classes=100).to(self.device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.x = torch.randn(batch, 3, size, size)
-        self.y = torch.randint(0, 100, (batch,))
+        self.x = torch.randn(batch, 3, size, size, device=self.device)
+        self.y = torch.randint(0, 100, (batch,), device=self.device)
 
     def step(self) -> float:
         t = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         F.cross_entropy(self.model(self.x), self.y).backward()
         self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - t
 
     def state(self) -> dict:
@@ -80,13 +83,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--base-steps", type=int, default=4, help="steps between checkpoints")
     p.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the state is copied to the host to save)")
     args = p.parse_args()
-    trainer = Trainer(args.batch, args.size)
+    trainer = Trainer(args.batch, args.size, args.device)
     for _ in range(2):
         trainer.step()  # warm up; creates the momentum buffers
     size_mb = nbytes(trainer.state()) / 1e6
     print(f"state: {size_mb:.0f} MB (ResNet-50 weights + SGD momentum), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"{torch.get_num_threads()} threads, device {args.device}", flush=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         rows = [measure(trainer, mode, Path(tmp), args.checkpoints, args.base_steps)
                 for mode in ("sync", "fork", "thread")]

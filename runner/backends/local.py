@@ -178,7 +178,9 @@ class LocalBackend(Backend):
             self._warn_once("memory", f"{res.memory} of memory asked but the engine's host has "
                                       f"{_size(host['memory'])}; capping to that")
             memory = host["memory"]
-        options.update(nano_cpus=int(cpus * 1e9), mem_limit=memory, memswap_limit=memory)
+        # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default is too small.
+        options.update(nano_cpus=int(cpus * 1e9), mem_limit=memory, memswap_limit=memory,
+                       shm_size=max(64 << 20, memory // 2))
         if res.gpus:
             if "nvidia" in host["runtimes"]:
                 options["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]

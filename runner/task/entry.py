@@ -25,8 +25,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads; exact resume needs the same count (default: RUNNER_THREADS "
                              "or torch's choice)")
-    parser.add_argument("--writer", choices=MODES, default="fork",
-                        help="how checkpoints are written: fork (async, default), thread, sync")
+    parser.add_argument("--writer", choices=MODES, default="auto",
+                        help="how checkpoints are written: auto (default: thread for GPU state, fork "
+                             "otherwise), fork, thread, sync")
     parser.add_argument("--deterministic", action="store_true",
                         help="use deterministic kernels on GPU (slower, bit-exact)")
     parser.add_argument("--log-every", type=int, default=50, help="log a progress line every N steps")

@@ -49,7 +49,7 @@ class LoopOptions:
     """How the loop runs, beyond the contract's environment."""
 
     threads: int | None = None
-    writer_mode: str = "fork"
+    writer_mode: str = "auto"
     log_every: int = 50
     deterministic: bool = False
     imports_done_at: float | None = None

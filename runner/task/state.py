@@ -49,9 +49,11 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """Hash names, dtypes, shapes and bytes of a state dict, in key order."""
     sha = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous()
+        tensor = state_dict[name].detach().to("cpu")
         sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        sha.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # Logical order, whatever the layout (channels_last, 0-dim): a fresh contiguous flat copy.
+        flat = tensor.clone(memory_format=torch.contiguous_format).reshape(-1)
+        sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return sha.hexdigest()
 
 

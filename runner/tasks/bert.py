@@ -334,8 +334,7 @@ class BertTask:
         return {"test_accuracy": accuracy}
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {k: (v.detach().cpu().reshape(1) if v.dim() == 0 else v.detach().cpu().contiguous())
-                for k, v in self.model.state_dict().items()}
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
 
 
 def parser() -> argparse.ArgumentParser:

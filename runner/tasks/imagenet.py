@@ -344,11 +344,8 @@ class ImageNetTask:
         return {"val_top1": top1 / max(1, seen), "val_top5": top5 / max(1, seen)}
 
     def weights(self) -> dict[str, torch.Tensor]:
-        # Plain row-major copies: state.weights_sha256 views every tensor as bytes, which a 0-dim
-        # int64 tensor (BatchNorm's num_batches_tracked) refuses, and so does a channels_last 1x1
-        # conv weight that counts as contiguous but has a last stride other than 1.
-        return {k: (v.detach().cpu().reshape(1) if v.dim() == 0
-                    else v.detach().cpu().clone(memory_format=torch.contiguous_format))
+        # Saved in plain row-major layout (channels_last on GPU otherwise), same shapes as trained.
+        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
                 for k, v in self.model.state_dict().items()}
 
 
