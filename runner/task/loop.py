@@ -44,6 +44,35 @@ class TrainTask(Protocol):
     def weights(self) -> dict[str, torch.Tensor]: ...
 
 
+class ModelState:
+    """The state most tasks share: ``model``, ``optimizer``, ``scheduler`` and, if set, ``amp``
+    (a grad scaler wrapper with state_dict/load_state_dict). Inherit it to get the three methods."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    amp: Any = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict()}
+        if self.amp is not None:
+            state["scaler"] = self.amp.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.amp is not None:
+            self.amp.load_state_dict(state.get("scaler", {}))
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The final weights on the CPU, in plain row-major layout, the same shapes as trained."""
+        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+                for k, v in self.model.state_dict().items()}
+
+
 @dataclass
 class LoopOptions:
     """How the loop runs, beyond the contract's environment."""

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from runner.errors import ConfigError  # noqa: E402
 from runner.task.data import Amp, EpochBatches, epoch_order, make_loader, pick_device, steps_per_epoch  # noqa: E402
+from runner.task.loop import ModelState
 from runner.task.entry import add_common_flags, exit_with, main  # noqa: E402
 
 log = logging.getLogger("runner.tasks.bert")
@@ -223,7 +224,7 @@ def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v[:, :width] if v.dim() == 2 else v) for k, v in batch.items()}
 
 
-class BertTask:
+class BertTask(ModelState):
     """Sequence-classification fine-tuning for the shared loop."""
 
     name = "bert"
@@ -307,15 +308,7 @@ class BertTask:
         self.scheduler.step()
         return float(loss.detach())
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.amp.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.amp.load_state_dict(state.get("scaler", {}))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -333,8 +326,6 @@ class BertTask:
         log.info("test accuracy %.4f (%d/%d)", accuracy, correct, len(self.test_set))
         return {"test_accuracy": accuracy}
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
 
 
 def parser() -> argparse.ArgumentParser:

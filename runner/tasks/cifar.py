@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from runner.errors import ConfigError
 from runner.task.entry import add_common_flags, exit_with, main
+from runner.task.loop import ModelState
 
 log = logging.getLogger("runner.tasks.cifar")
 CLASSES = 10
@@ -75,7 +76,7 @@ def cifar10(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     return images, torch.tensor(ds.targets, dtype=torch.long)
 
 
-class CifarTask:
+class CifarTask(ModelState):
     """CIFAR-10 training for the shared loop."""
 
     name = "cifar"
@@ -132,14 +133,7 @@ class CifarTask:
         self.scheduler.step()
         return float(loss.detach())
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -151,8 +145,6 @@ class CifarTask:
         self.model.train()
         return {"test_accuracy": correct / max(1, len(self.test_y))}
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
 
 def parser() -> argparse.ArgumentParser:

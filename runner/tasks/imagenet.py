@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from runner.errors import ConfigError
 from runner.task.data import Amp, EpochBatches, make_loader, pick_device, sample_rng, steps_per_epoch
+from runner.task.loop import ModelState
 from runner.task.entry import add_common_flags, exit_with, main
 
 log = logging.getLogger("runner.tasks.imagenet")
@@ -237,7 +238,7 @@ def build_model(arch: str, classes: int, weights: str | None) -> torch.nn.Module
     return model  # type: ignore[no-any-return]
 
 
-class ImageNetTask:
+class ImageNetTask(ModelState):
     """ResNet training on ImageNet-style folders for the shared loop."""
 
     name = "imagenet"
@@ -316,15 +317,7 @@ class ImageNetTask:
         self.scheduler.step()
         return float(loss.detach())
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.amp.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.amp.load_state_dict(state.get("scaler", {}))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -343,10 +336,6 @@ class ImageNetTask:
         self.model.train()
         return {"val_top1": top1 / max(1, seen), "val_top5": top5 / max(1, seen)}
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        # Saved in plain row-major layout (channels_last on GPU otherwise), same shapes as trained.
-        return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
-                for k, v in self.model.state_dict().items()}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -57,7 +57,8 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, references, na
     env = task_env(f"file://{tmp_path}/ck", RUNNER_HALT_FILE=str(tmp_path / "halt.txt"),
                    RUNNER_CHECKPOINT_EVERY="4")
     # Three cuts in order, each a different kind; the first is mid-epoch (workers running).
-    cuts = [rng.choice([3, 5, 6, 7]), rng.choice([9, 10, 11, 13]), rng.choice([15, 17, 18, 19])]
+    # The last cut leaves 9+ steps: output is read behind the process, which must not finish first.
+    cuts = [rng.choice([3, 5, 6, 7]), rng.choice([9, 10, 11]), rng.choice([13, 14, 15])]
     kinds = ["sigterm", "halt", "sigkill"]
     rng.shuffle(kinds)
     history = []
