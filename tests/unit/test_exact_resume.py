@@ -16,7 +16,7 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, reference_sha)
     uri = f"file://{tmp_path}/ck"
     env = task_env(uri, RUNNER_HALT_FILE=str(tmp_path / "halt.txt"))
     # 188 steps in all; three cuts at random steps, in order, each a different kind.
-    cuts = sorted(rng.sample(range(5, 150), 3))
+    cuts = sorted(rng.sample(range(5, 130), 3))  # 58+ steps left: output is read behind the process
     kinds = ["sigterm", "halt", "sigkill"]
     rng.shuffle(kinds)
     resumed_from = []
