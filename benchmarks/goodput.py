@@ -74,7 +74,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--period", default="60s", help="time between simulated preemptions")
     p.add_argument("--notice", default="10s", help="notice window for the parachute runs")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=120, help="long enough for several PERIODs")
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--interval", type=float, default=0.5, help="watcher poll interval (s)")
     a = p.parse_args()

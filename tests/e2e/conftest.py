@@ -36,7 +36,7 @@ def status_json(job_id: str, home: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 2, **changes: Any) -> Path:
+def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 4, **changes: Any) -> Path:
     """Write a copy of jobs/cifar-smoke.yaml with ``--epochs`` and top-level ``changes``."""
     data = yaml.safe_load((ROOT / "jobs" / "cifar-smoke.yaml").read_text())
     args = list(data["args"])
@@ -52,7 +52,7 @@ def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 2, **changes: 
 def smoke_reference(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> dict[str, str]:
     """Final weights of uninterrupted smoke runs through `runner submit`, by epochs."""
     shas = {}
-    for epochs in (2,):
+    for epochs in (4, 10):
         home = tmp_path_factory.mktemp(f"reference{epochs}")
         spec = smoke_spec(home, epochs=epochs)
         proc = runner("submit", str(spec), "--interval", "1", home=home)

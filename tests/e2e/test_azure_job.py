@@ -124,7 +124,7 @@ class Preemptor(threading.Thread):
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory: pytest.TempPathFactory, task_image: str) -> str:
     home = tmp_path_factory.mktemp("azure-reference")
-    spec = smoke_spec(home, epochs=2, image=task_image)
+    spec = smoke_spec(home, epochs=4, image=task_image)
     proc = cli("submit", str(spec), "--interval", "1", home=home, env={})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     job_id = proc.stdout.split()[1]
@@ -141,7 +141,7 @@ def test_azure_job_survives_two_preemptions(tmp_path, docker_client, azurite, st
         service.create_container("checkpoints")
     except Exception as exc:  # noqa: BLE001 - exists from an earlier test in this session
         assert "ContainerAlreadyExists" in str(exc)
-    spec = smoke_spec(tmp_path, epochs=2, image=task_image,
+    spec = smoke_spec(tmp_path, epochs=4, image=task_image,
                       checkpoint={"uri": f"az://checkpoints/{prefix}", "every": 20, "keep": 3},
                       env={"PYTHONUNBUFFERED": "1",
                            "AZURE_STORAGE_CONNECTION_STRING": azurite.container_env["AZURE_STORAGE_CONNECTION_STRING"]},

@@ -161,12 +161,12 @@ def test_cifar_smoke_on_gcp_survives_three_spot_preemptions(tmp_path, docker_cli
 
     # the uninterrupted reference: the same arguments and image on the local engine
     if task_image == CIFAR_IMAGE:
-        reference_sha = request.getfixturevalue("smoke_reference")["2"]
+        reference_sha = request.getfixturevalue("smoke_reference")["4"]
     else:
         ref_home = tmp_path / "reference"
         ref_home.mkdir()
         env_ref = runner_env(ref_home)
-        ref = run_cli(["submit", str(smoke_spec(ref_home, epochs=2, image=task_image)), "--interval", "1"], env_ref)
+        ref = run_cli(["submit", str(smoke_spec(ref_home, epochs=4, image=task_image)), "--interval", "1"], env_ref)
         assert ref.returncode == 0, ref.stdout + ref.stderr
         reference_sha = json.loads(run_cli(["status", ref.stdout.split()[1], "--json"], env_ref).stdout)[
             "weights_sha256"]
@@ -175,7 +175,7 @@ def test_cifar_smoke_on_gcp_survives_three_spot_preemptions(tmp_path, docker_cli
     home = tmp_path / "gcp"
     home.mkdir()
     prefix = f"cifar-smoke-{uuid.uuid4().hex[:8]}"
-    spec = smoke_spec(home, epochs=2, image=task_image,
+    spec = smoke_spec(home, epochs=4, image=task_image,
                       checkpoint={"uri": f"gs://{BUCKET}/{prefix}", "every": 20, "keep": 3},
                       retries={"preemptions": 1, "failures": 0},
                       env={"PYTHONUNBUFFERED": "1", **gcs_emulator.container_env},
