@@ -36,9 +36,10 @@ def status_json(job_id: str, home: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 4, **changes: Any) -> Path:
-    """Write a copy of jobs/cifar-smoke.yaml with ``--epochs`` and top-level ``changes``."""
-    data = yaml.safe_load((ROOT / "jobs" / "cifar-smoke.yaml").read_text())
+def smoke_spec(tmp: Path, name: str = "smoke.yaml", epochs: int = 4, source: str = "cifar-smoke",
+               **changes: Any) -> Path:
+    """Write a copy of jobs/<source>.yaml with ``--epochs`` and top-level ``changes``."""
+    data = yaml.safe_load((ROOT / "jobs" / f"{source}.yaml").read_text())
     args = list(data["args"])
     args[args.index("--epochs") + 1] = str(epochs)
     data["args"] = args
