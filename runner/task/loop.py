@@ -133,7 +133,8 @@ class _Loop:
         self.steps_per_epoch = task.steps_per_epoch()
         self.total_steps = self.steps_per_epoch * task.epochs
         self.history: dict[str, dict[str, Any]] = {}  # per attempt: timings, for goodput figures
-        self.timing: dict[str, Any] = {"started_at": _process_started_at(), "imports_done_at": opts.imports_done_at}
+        self.timing: dict[str, Any] = {"started_at": _process_started_at(), "imports_done_at": opts.imports_done_at,
+                                       "built_at": time.time()}  # task (data, model) built; next: load
 
     # -- phases ---------------------------------------------------------------------------
     def run(self) -> int:
