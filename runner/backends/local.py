@@ -234,7 +234,9 @@ class LocalBackend(Backend):
         if not wanted:
             return {}
         try:
-            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+            # Only the asked ids (the engine ORs repeated id filters): finished containers are kept
+            # for `runner logs`, so listing every managed one would grow without bound.
+            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1", "id": wanted})
         except _ENGINE_ERRORS as exc:
             unknown = AttemptStatus(AttemptState.UNKNOWN, _engine_error(exc, "cannot list containers"))
             return {backend_id: unknown for backend_id in wanted}
