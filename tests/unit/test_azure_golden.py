@@ -3,7 +3,7 @@
 The payloads are built from jobs/cifar-smoke.yaml with fixed ids and serialised exactly as the
 SDK sends them (``SdkJSONEncoder``, read-only fields dropped). Every field name in the golden
 files must be a REST name of the matching ``azure.batch.models`` class, checked recursively
-through the classes' attribute maps. ``UPDATE_GOLDEN=1 pytest tests/unit/test_azure_golden.py``
+through the classes' attribute maps. ``RUNNER_UPDATE_GOLDEN=1 pytest tests/unit/test_azure_golden.py``
 rewrites the files after a deliberate change.
 """
 
@@ -71,9 +71,9 @@ def unknown_fields(data: Any, cls: type[Model], where: str = "") -> list[str]:
 def test_payload_matches_golden(name):
     payload, _ = payloads()[name]
     path = GOLDEN / f"{name}.json"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
+    if os.environ.get("RUNNER_UPDATE_GOLDEN") == "1":
         path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    assert payload == json.loads(path.read_text()), f"{name} changed; UPDATE_GOLDEN=1 if on purpose"
+    assert payload == json.loads(path.read_text()), f"{name} changed; RUNNER_UPDATE_GOLDEN=1 if on purpose"
 
 
 @pytest.mark.parametrize("name", ["azure_pool", "azure_job", "azure_tasks"])

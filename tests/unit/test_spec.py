@@ -170,7 +170,7 @@ def test_expected_job_files_exist() -> None:
 
 def test_cifar_smoke_is_small_and_synthetic() -> None:
     spec = load_spec(JOBS / "cifar-smoke.yaml")
-    assert spec.args[:4] == ["--data", "synthetic", "--epochs", "2"]
+    assert spec.args[:4] == ["--data", "synthetic", "--epochs", "4"]
     assert spec.resources.cpus <= 2 and spec.resources.gpus == 0
 
 
