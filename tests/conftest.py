@@ -76,6 +76,28 @@ def _step_of(line: str) -> int:
     return -1
 
 
+def interrupt(args: list[str], env: dict[str, str], cwd: Path, cut: int, kind: str,
+              module: str = "runner.tasks.cifar") -> TaskProcess:
+    """Run a task to step ``cut`` and stop it: ``sigterm``, ``halt`` (touch RUNNER_HALT_FILE) or
+    ``sigkill``; check the exit code (75 after a notice with a committed checkpoint, -9 for a kill)."""
+    proc = TaskProcess(args, env, cwd, module=module)
+    proc.wait_for(lambda line: "resuming " in line or "from scratch" in line)
+    proc.wait_step(cut)
+    if kind == "sigterm":
+        proc.signal(signal.SIGTERM)
+    elif kind == "halt":
+        Path(env["RUNNER_HALT_FILE"]).touch()
+    else:
+        proc.signal(signal.SIGKILL)
+    code = proc.finish()
+    expected = -9 if kind == "sigkill" else 75
+    assert code == expected, f"{kind} at step {cut}: exit {code}\n{proc.output}"
+    assert "Traceback" not in proc.output, proc.output
+    if kind != "sigkill":
+        assert "committed" in proc.output
+    return proc
+
+
 def run_task(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> TaskProcess:
     """Run a task to its end."""
     proc = TaskProcess(args, env, cwd)
@@ -97,4 +119,4 @@ def reference_sha(tmp_path_factory: pytest.TempPathFactory) -> str:
     return final_sha(folder / "ck")
 
 
-__all__ = ["SMALL_CIFAR", "TaskProcess", "final_sha", "run_task", "signal", "task_env"]
+__all__ = ["SMALL_CIFAR", "TaskProcess", "final_sha", "interrupt", "run_task", "task_env"]

@@ -6,7 +6,7 @@ import json
 import random
 import signal
 
-from tests.conftest import SMALL_CIFAR, TaskProcess, final_sha, run_task, task_env
+from tests.conftest import SMALL_CIFAR, TaskProcess, final_sha, interrupt, run_task, task_env
 
 EXIT_PREEMPTED = 75
 
@@ -19,24 +19,8 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, reference_sha)
     cuts = sorted(rng.sample(range(5, 130), 3))  # 58+ steps left: output is read behind the process
     kinds = ["sigterm", "halt", "sigkill"]
     rng.shuffle(kinds)
-    resumed_from = []
     for cut, kind in zip(cuts, kinds):
-        proc = TaskProcess(SMALL_CIFAR, env, tmp_path)
-        if resumed_from:
-            proc.wait_for(lambda line: "resuming cifar" in line or "from scratch" in line)
-        proc.wait_step(cut)
-        if kind == "sigterm":
-            proc.signal(signal.SIGTERM)
-        elif kind == "halt":
-            (tmp_path / "halt.txt").touch()
-        else:
-            proc.signal(signal.SIGKILL)
-        code = proc.finish()
-        expected = -9 if kind == "sigkill" else EXIT_PREEMPTED
-        assert code == expected, f"{kind} at step {cut}: exit {code}\n{proc.output}"
-        if kind != "sigkill":
-            assert "committed" in proc.output
-        resumed_from.append(kind)
+        interrupt(SMALL_CIFAR, env, tmp_path, cut, kind)
     assert not (tmp_path / "halt.txt").exists(), "the halt file must be consumed"
     last = run_task(SMALL_CIFAR, env, tmp_path)
     assert last.proc.returncode == 0, last.output

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from runner.task.data import EpochBatches, make_loader, sample_rng
-from tests.conftest import TaskProcess, final_sha, task_env
+from tests.conftest import TaskProcess, final_sha, interrupt, task_env
 
 EXIT_PREEMPTED = 75
 #: 2 epochs of 12 steps each.
@@ -63,21 +62,8 @@ def test_three_interruptions_end_with_identical_weights(tmp_path, references, na
     rng.shuffle(kinds)
     history = []
     for cut, kind in zip(cuts, kinds):
-        proc = TaskProcess(args, env, tmp_path, module=module)
-        proc.wait_for(lambda line: f"resuming {name}" in line or "from scratch" in line)
-        proc.wait_step(cut)
-        if kind == "sigterm":
-            proc.signal(signal.SIGTERM)
-        elif kind == "halt":
-            (tmp_path / "halt.txt").touch()
-        else:
-            proc.signal(signal.SIGKILL)
-        code = proc.finish()
-        expected = -9 if kind == "sigkill" else EXIT_PREEMPTED
-        assert code == expected, f"{kind} at step {cut}: exit {code}\n{proc.output}"
-        assert "Traceback" not in proc.output, proc.output
+        interrupt(args, env, tmp_path, cut, kind, module=module)
         if kind != "sigkill":
-            assert "committed" in proc.output
             step = json.loads((tmp_path / "ck" / "progress.json").read_text())["step"]
             history.append((kind, step))
         else:
