@@ -26,7 +26,8 @@ from runner.states import AttemptState, JobState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training containers on spot capacity; survive preemptions.")
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (scripts, CI logs) gets wide lines rather than 80 columns with truncated job ids.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -198,8 +199,9 @@ def status(
         out.print_json(json.dumps(rows[0] if job_id else rows))
         return
     table = Table(box=None)
-    for col in ("job", "state", "backend", "attempts", "preemptions", "step", "wall", "goodput", "message"):
-        table.add_column(col)
+    for col in ("job", "state", "backend", "attempts", "preemptions", "step", "wall", "goodput"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("message")
     for r in rows:
         step = f"{r['step']}/{r['total_steps']}" if r["step"] is not None else "-"
         table.add_row(r["job_id"], r["state"], r["backend"], str(r["attempts"]), str(r["preemptions"]), step,
