@@ -327,7 +327,6 @@ class BertTask(ModelState):
         return {"test_accuracy": accuracy}
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.tasks.bert", description=__doc__.splitlines()[0])
     add_common_flags(p)

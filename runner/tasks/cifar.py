@@ -146,7 +146,6 @@ class CifarTask(ModelState):
         return {"test_accuracy": correct / max(1, len(self.test_y))}
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.tasks.cifar", description=__doc__.splitlines()[0])
     add_common_flags(p)

@@ -337,7 +337,6 @@ class ImageNetTask(ModelState):
         return {"val_top1": top1 / max(1, seen), "val_top5": top5 / max(1, seen)}
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.tasks.imagenet", description=__doc__.splitlines()[0])
     add_common_flags(p)
