@@ -1,0 +1,1 @@
+"""Cost: price tables, spend so far, and the value of spot capacity."""
