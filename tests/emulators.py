@@ -105,11 +105,13 @@ def _start(name: str, argv: list[str], port: int, probe: str = "/") -> Iterator[
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Emulator]:
     """moto's server: S3 and Batch (Batch jobs run as real containers on the local engine)."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    if not os.path.exists(exe):
-        _unavailable("moto_server is not installed: pip install 'moto[server]'")
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        _unavailable("moto's server is not installed: pip install 'moto[server]'")
     port = free_port()
-    for process in _start("moto", [exe, "-H", "0.0.0.0", "-p", str(port)], port, "/moto-api/"):
+    launcher = str(Path(__file__).with_name("moto_launcher.py"))  # moto_server with a patient Docker client
+    for process in _start("moto", [sys.executable, launcher, "-H", "0.0.0.0", "-p", str(port)], port, "/moto-api/"):
         creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-east-1"}
         emu = Emulator("moto", port, process)

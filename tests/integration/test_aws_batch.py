@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import socket
 import threading
 import time
@@ -239,17 +240,23 @@ def test_init_is_idempotent(moto_server, docker_client):
     assert third[0].startswith("updated compute environment") and "16 -> 32" in third[0], third
 
 
-def tiny_image(docker_client: Any) -> str:
+@pytest.fixture
+def tiny_image(docker_client: Any) -> Iterator[str]:
+    """An image whose container exits 0 at once; moto's exited containers are removed afterwards."""
     dockerfile = f"FROM {BASE_IMAGE}\nCMD [\"python3\", \"-c\", \"exit(0)\"]\n"
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=TINY_IMAGE, pull=False, rm=True)
-    return TINY_IMAGE
+    yield TINY_IMAGE
+    for container in docker_client.containers.list(all=True, filters={"ancestor": TINY_IMAGE}):
+        container.remove(force=True)
 
 
-ARRAY_SIZE = 100  # moto starts every child container at once; 300 overran the engine here (60 s timeouts)
+# The issue's 1,000 children; moto starts them all at once as real containers (see tests/moto_launcher.py).
+ARRAY_SIZE = int(os.environ.get("RUNNER_TEST_ARRAY_SIZE", "1000"))
+ARRAY_DEADLINE_S = 900
 
 
-def test_array_job_calls_per_poll(backend, aws, docker_client, capsys):
-    image = tiny_image(docker_client)
+def test_array_job_calls_per_poll(backend, aws, tiny_image, capsys):
+    image = tiny_image
     s = spec_from_dict({"name": "aws-array", "image": image, "backend": "aws", "array": ARRAY_SIZE,
                         "resources": {"cpus": 1, "memory": "64Mi"}, "aws": aws,
                         "checkpoint": {"uri": "s3://bucket/aws-array"}})
@@ -270,7 +277,7 @@ def test_array_job_calls_per_poll(backend, aws, docker_client, capsys):
             assert len(moved) <= ARRAY_SIZE // 10, moved  # only children that moved between the two polls
             assert any(v.state == AttemptState.SUCCEEDED for v in by_list.values())
             listing_checked = True
-        assert time.monotonic() - started < 300, f"{len(open_ids)} children still open"
+        assert time.monotonic() - started < ARRAY_DEADLINE_S, f"{len(open_ids)} children still open"
         before = sum(calls.values())
         statuses = backend.poll(open_ids)
         per_cycle.append((len(open_ids), sum(calls.values()) - before))
