@@ -7,7 +7,8 @@
     │   └── CorruptCheckpoint   a step exists but does not match its manifest
     ├── BackendError            a backend could not submit, poll or cancel
     │   └── SubmitError         submission failed (retried with backoff by the watcher)
-    └── LedgerError             the ledger cannot be opened or is inconsistent
+    ├── LedgerError             the ledger cannot be opened or is inconsistent
+    └── PriceError              a price file is wrong or a machine has no price (exit code 2)
 
 Anything else is a bug and gets a traceback.
 """
@@ -47,3 +48,7 @@ class SubmitError(BackendError):
 
 class LedgerError(RunnerError):
     pass
+
+
+class PriceError(RunnerError):
+    exit_code = 2
