@@ -283,13 +283,15 @@ def init(
     cloud: Annotated[str, typer.Argument(help="aws or azure: what to create (gcp needs no setup)")],
     spec_file: Annotated[Path, typer.Option("--spec", help="take the cloud's settings from this job spec")] = Path(
         "jobs/cifar.yaml"),
+    settings: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a spec setting, e.g. --set aws.max_vcpus=64 --set aws.subnets=[subnet-1]")] = None,
 ) -> None:
     """Create or update, idempotently, the cloud resources spot jobs run on (queue, pool, ...)."""
     from runner.backends import backend_class
-    from runner.spec import load_spec
+    from runner.spec import load_spec, parse_settings
 
     try:
-        spec = load_spec(spec_file, {"backend": cloud})
+        spec = load_spec(spec_file, {**parse_settings(settings or [], "--set"), "backend": cloud})
         backend_class(cloud).init(spec, lambda line: out.print(line, markup=False))
     except RunnerError as exc:
         raise _fail(exc) from None

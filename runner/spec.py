@@ -479,6 +479,20 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobS
     return spec_from_dict(_apply_overrides(data, overrides or {}), label)
 
 
+def parse_settings(pairs: list[str], flag: str) -> dict[str, Any]:
+    """Turn ``["aws.max_vcpus=64", "aws.subnets=[a, b]"]`` into dotted overrides (values read as YAML)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", key.strip()):
+            raise SpecError(f"{flag} {pair!r}: write a dotted setting and a value, e.g. {flag} aws.max_vcpus=64")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise SpecError(f"{flag} {pair!r}: the value is not valid YAML; quote it or fix it") from None
+    return overrides
+
+
 def spec_from_dict(data: Any, source: str = "<spec>") -> JobSpec:
     """Validate a mapping into a JobSpec, raising one-line SpecErrors that start with ``source``."""
     return _validate(JobSpec, data, source)

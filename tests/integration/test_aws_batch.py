@@ -240,6 +240,31 @@ def test_init_is_idempotent(moto_server, docker_client):
     assert third[0].startswith("updated compute environment") and "16 -> 32" in third[0], third
 
 
+def test_init_cli_takes_flags(moto_server, tmp_path):
+    """`runner init aws --set ...`: settings from flags override the spec's, and it says what it made."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    settings = prerequisites(moto_server)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"name": "flags", "image": BASE_IMAGE, "backend": "aws",
+                                    "aws": {k: v for k, v in settings.items() if k != "max_vcpus"}}))
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([sys.executable, "-m", "runner.cli", "init", "aws", "--spec", str(spec),
+                           "--set", f"aws.job_queue={queue}", "--set", "aws.max_vcpus=48"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **moto_server.env, "RUNNER_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "created" in proc.stdout and queue in proc.stdout, proc.stdout
+    batch = boto_client(moto_server, "batch")
+    [q] = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    ce = q["computeEnvironmentOrder"][0]["computeEnvironment"]
+    [env] = batch.describe_compute_environments(computeEnvironments=[ce])["computeEnvironments"]
+    assert env["computeResources"]["maxvCpus"] == 48
+
+
 @pytest.fixture
 def tiny_image(docker_client: Any) -> Iterator[str]:
     """An image whose container exits 0 at once; moto's exited containers are removed afterwards."""

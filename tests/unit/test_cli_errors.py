@@ -70,6 +70,9 @@ def test_bad_spec_gives_one_line_and_exit_2(tmp_path, name):
     ["status", "no-such-job"],
     ["cancel", "no-such-job"],
     ["logs", "no-such-job"],
+    ["init", "aws", "--spec", "jobs/cifar.yaml", "--set", "aws.max_vcpus"],
+    ["init", "aws", "--spec", "jobs/cifar.yaml", "--set", "aws.max_vcpus=-3"],
+    ["init", "aws", "--spec", "jobs/cifar.yaml", "--set", "aws.subnets=[unclosed"],
 ])
 def test_bad_arguments_give_one_line(tmp_path, args):
     proc = subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True, text=True,
