@@ -250,6 +250,7 @@ class AzureSettings(_Model):
     node_agent_sku_id: str | None = None
     image_reference: AzureImageReference | None = None
     low_priority_nodes: int | None = Field(default=None, ge=0)
+    region: str | None = None  # for prices; default: the region in account_url
 
     @field_validator("account_url")
     @classmethod
@@ -262,9 +263,50 @@ class AzureSettings(_Model):
 class LocalSettings(_Model):
     """Local Docker engine settings; ``price_per_hour`` imitates a cloud instance for the cost model."""
 
-    price_per_hour: float | None = Field(default=None, ge=0)
-    imitates: str | None = None
+    price_per_hour: float | None = Field(default=None, gt=0)
+    imitates: str | None = None  # [cloud:[region:]]type, e.g. aws:us-east-1:g4dn.xlarge
     network: str | None = None
+
+    @field_validator("imitates")
+    @classmethod
+    def _check_imitates(cls, value: str | None) -> str | None:
+        from runner.cost.prices import parse_machine
+
+        if value is not None:
+            parse_machine(value)
+        return value
+
+
+def _iso_date(value: Any) -> Any:
+    """Turn a YAML date (``date: 2024-06-01`` unquoted) into its ISO text."""
+    import datetime
+
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+class CostSettings(_Model):
+    """Price overrides for this job (see docs/prices.md); each field set wins over tables and live prices."""
+
+    prices_file: str | None = None
+    on_demand_per_hour: float | None = Field(default=None, gt=0)
+    spot_per_hour: float | None = Field(default=None, gt=0)
+    currency: str | None = None
+    source: str | None = None
+    date: Annotated[str | None, BeforeValidator(_iso_date)] = None
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, value: str | None) -> str | None:
+        from runner.cost.prices import check_currency
+
+        return None if value is None else check_currency(value)
+
+    @field_validator("date")
+    @classmethod
+    def _check_date(cls, value: str | None) -> str | None:
+        from runner.cost.prices import check_date
+
+        return None if value is None else check_date(value)
 
 
 class SimulatePreemption(_Model):
@@ -324,6 +366,7 @@ class JobSpec(_Model):
     retries: Retries = Retries()
     backend: Literal["local", "aws", "gcp", "azure"] = "local"
     local: LocalSettings | None = None
+    cost: CostSettings | None = None
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
     azure: AzureSettings | None = None
@@ -370,6 +413,14 @@ class JobSpec(_Model):
             if not _ENV_KEY.match(key):
                 raise _FieldError(key, "is not a variable name; use letters, digits and underscores")
         return value
+
+    @model_validator(mode="after")
+    def _local_price_names_machine(self) -> JobSpec:
+        local, cost = self.local, self.cost
+        if local and local.price_per_hour is not None and not local.imitates and not (cost and cost.on_demand_per_hour):
+            raise _FieldError("local.imitates", "is needed with local.price_per_hour to know the on-demand price; "
+                              "name the machine, such as imitates: aws:us-east-1:g4dn.xlarge")
+        return self
 
     @model_validator(mode="after")
     def _backend_settings(self) -> JobSpec:
