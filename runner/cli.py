@@ -99,10 +99,17 @@ def _spawn_watcher(job_id: str, interval: float) -> Path:
     return log_path
 
 
-def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False) -> int:
-    """Run the watcher in the foreground, printing events and progress; return the exit code."""
+def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False, *, service: bool = False,
+                health_port: int | None = None, status_file: Path | None = None,
+                lease_ttl: float | None = None) -> int:
+    """Run the watcher in the foreground, printing events and progress; return the exit code.
+
+    With ``service`` (``runner watch``): SIGINT stops it like SIGTERM (leases released, exit 0),
+    a pass that fails is reported and retried, and with no job ids it keeps waiting for new jobs.
+    """
+    from runner.ledger import LEASE_TTL
     from runner.summary import read_progress
-    from runner.watcher import Event, Watcher
+    from runner.watcher import Event, HealthServer, Watcher, write_status
 
     def show(event: Event) -> None:
         out.print(f"{time.strftime('%H:%M:%S')} {event.job_id}: {event.text}", markup=False)
@@ -113,28 +120,54 @@ def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False) 
         stop["flag"] = True
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    previous_int = signal.signal(signal.SIGINT, on_signal) if service else None
     last_progress: dict[str, tuple[Any, ...]] = {}
     with _ledger() as ledger:
-        watcher = Watcher(ledger, job_ids, on_event=show)
+        watcher = Watcher(ledger, job_ids, on_event=show, lease_ttl=lease_ttl or LEASE_TTL)
+        server = HealthServer(watcher, health_port, interval).start() if health_port is not None else None
+        if service:
+            out.print(f"watcher {watcher.owner} on {ledger.path}: "
+                      f"{'jobs ' + ', '.join(job_ids) if job_ids else 'every unfinished job'}, "
+                      f"lease {watcher.lease_ttl:g}s" + (f", health {server.url}" if server else "")
+                      + (f", status {status_file}" if status_file else ""), markup=False)
         try:
             while not stop["flag"]:
-                watcher.tick()
+                try:
+                    watcher.tick()
+                    watcher.last_error = ""
+                except RunnerError as exc:
+                    if not service or once:
+                        raise
+                    watcher.last_error = str(exc)
+                    err.print(f"error: {exc}; trying again in {interval:g}s", markup=False)
+                if status_file is not None:
+                    write_status(status_file, watcher.health(interval))
                 for job in watcher.active_jobs():
                     progress = read_progress(job) or {}
                     key = (progress.get("step"), progress.get("attempt"), progress.get("state"))
                     if progress and key != last_progress.get(job.id):
                         last_progress[job.id] = key
                         show(Event(job.id, _progress_line(job, progress)))
-                if once or not watcher.active_jobs():
+                if once or (job_ids is not None and not watcher.active_jobs()):
                     break
-                time.sleep(interval)
+                deadline = time.monotonic() + interval
+                while not stop["flag"] and time.monotonic() < deadline:
+                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         except KeyboardInterrupt:
             out.print("watcher stopped; the job goes on. Resume watching with `runner watch`")
             return 130
         finally:
             watcher.close()
+            if server is not None:
+                server.stop()
+            if status_file is not None:
+                write_status(status_file, {**watcher.health(interval), "ok": False, "stopped": True})
             signal.signal(signal.SIGTERM, previous)
+            if previous_int is not None:
+                signal.signal(signal.SIGINT, previous_int)
         if stop["flag"]:
+            if service:
+                out.print(f"watcher {watcher.owner} stopped; its leases are released", markup=False)
             return 0
         if job_ids is None:
             return 0
@@ -269,10 +302,23 @@ def watch(
     job_ids: Annotated[Optional[list[str]], typer.Argument(help="only these jobs (default: all active)")] = None,
     once: Annotated[bool, typer.Option(help="one pass, then exit 0 (for cron)")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+    health_port: Annotated[Optional[int], typer.Option(
+        envvar="RUNNER_WATCH_HEALTH_PORT",
+        help="serve GET /healthz on 127.0.0.1:PORT (JSON; 503 when the last pass is stale)")] = None,
+    status_file: Annotated[Optional[Path], typer.Option(
+        envvar="RUNNER_WATCH_STATUS_FILE", help="write the same health JSON here after every pass")] = None,
+    lease_ttl: Annotated[float, typer.Option(
+        envvar="RUNNER_LEASE_TTL", min=1.0,
+        help="seconds a job's lease lasts unless renewed; a dead watcher's jobs are taken over after it")] = 30.0,
 ) -> None:
-    """Keep active jobs alive: poll, resubmit after preemptions, until they end."""
+    """Keep jobs alive: poll, resubmit after preemptions. With no job ids it watches every unfinished
+    job and keeps running, waiting for new ones, until SIGTERM/SIGINT (leases released, exit 0)."""
     try:
-        code = _watch_jobs(job_ids or None, interval, once=once)
+        if lease_ttl < 2 * interval:
+            raise SpecError(f"--lease-ttl {lease_ttl:g} is shorter than two passes (--interval {interval:g}): "
+                            f"the lease would lapse between passes; use --lease-ttl {max(30.0, 3 * interval):g}")
+        code = _watch_jobs(job_ids or None, interval, once=once, service=True, health_port=health_port,
+                           status_file=status_file, lease_ttl=lease_ttl)
     except RunnerError as exc:
         raise _fail(exc) from None
     raise typer.Exit(code)

@@ -11,6 +11,18 @@ the database. A watcher that restarts finds a reserved-but-maybe-unsubmitted att
 :meth:`Ledger.open_attempts` with ``backend_id`` None, and can look it up on the backend by
 :attr:`Attempt.key` (a deterministic name to submit under) instead of submitting twice.
 
+Never two watchers on one job: a watcher acts on a job (submits, resubmits, finishes it) only
+while it holds the job's lease, a row in ``leases`` (job id, owner ``host:pid:random``,
+``expires_at``). :meth:`Ledger.acquire_leases` takes free or expired leases and renews its own in
+one ``BEGIN IMMEDIATE`` transaction, so two processes never both hold one; a watcher renews every
+tick, releases on a clean exit, and a killed watcher's leases expire (``LEASE_TTL``, 30 s), after
+which another watcher takes the jobs over. :meth:`Ledger.reserve_attempt` and
+:meth:`Ledger.set_job_state` take an ``owner`` and check the lease in the same transaction, so a
+watcher that lost its lease mid-tick (paused, too slow) cannot start or end anything.
+
+Schema versions: 1 (jobs, attempts), 2 (leases). An older ledger is upgraded in place when it is
+opened; a newer one is refused.
+
 The stored spec is redacted: ``env`` values whose name looks like a secret read ``***``.
 """
 
@@ -35,7 +47,9 @@ from runner.states import AttemptState, AttemptStatus, JobState
 if TYPE_CHECKING:
     from runner.spec import JobSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Seconds a lease lasts unless renewed; a killed watcher's jobs are taken over after this.
+LEASE_TTL = 30.0
 REDACTED = "***"
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _OPEN = tuple(s.value for s in AttemptState if not s.is_terminal())
@@ -82,6 +96,19 @@ CREATE INDEX IF NOT EXISTS attempts_by_state ON attempts (state);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
 """
 
+#: version -> the statements that upgrade a ledger from the version before it.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+CREATE TABLE IF NOT EXISTS leases (
+    job_id TEXT PRIMARY KEY REFERENCES jobs(id),
+    owner TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner);
+""",
+}
+
 
 def data_dir() -> Path:
     """Return the data folder: ``$RUNNER_HOME``, or ``~/.local/share/spot-runner``."""
@@ -105,6 +132,23 @@ class AttemptStillOpen(LedgerError):
 
 class JobNotFound(LedgerError):
     """No job has this id."""
+
+
+class LeaseLost(LedgerError):
+    """This watcher does not hold the job's lease (any more): another watcher acts on the job."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who may act on a job, until when."""
+
+    job_id: str
+    owner: str
+    acquired_at: float
+    expires_at: float
+
+    def is_live(self, now: float | None = None) -> bool:
+        return self.expires_at > (time.time() if now is None else now)
 
 
 @dataclass(frozen=True)
@@ -233,18 +277,91 @@ class Ledger:
                 raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
+        """Create the tables, or upgrade an older ledger in place (one transaction)."""
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
             row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            version = row[0]
-            if version is None:
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif version > SCHEMA_VERSION:
+            version = 1 if row[0] is None else int(row[0])
+            if version > SCHEMA_VERSION:
                 raise LedgerError(
                     f"the ledger {self.path} has schema version {version}, newer than this "
                     f"runner's {SCHEMA_VERSION}; upgrade spot-runner"
                 )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in filter(str.strip, _MIGRATIONS[target].split(";")):
+                    db.execute(statement)
+            if row[0] != SCHEMA_VERSION:
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire_leases(self, job_ids: Iterable[str], owner: str, ttl: float = LEASE_TTL) -> set[str]:
+        """Take each job's lease if it is free or expired, renew it if it is ``owner``'s already.
+
+        One immediate transaction for all of them: of two watchers asking at once, exactly one
+        gets each job. Returns the ids ``owner`` holds afterwards (until ``now + ttl``).
+        """
+        wanted = list(dict.fromkeys(job_ids))
+        if not wanted:
+            return set()
+        now = time.time()
+        with self._write() as db:
+            for job_id in wanted:
+                db.execute(
+                    "INSERT INTO leases (job_id, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner,"
+                    " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at"
+                    " ELSE excluded.acquired_at END, expires_at = excluded.expires_at"
+                    " WHERE leases.owner = excluded.owner OR leases.expires_at <= excluded.acquired_at",
+                    (job_id, owner, now, now + ttl),
+                )
+            marks = ", ".join("?" * len(wanted))
+            rows = db.execute(
+                f"SELECT job_id FROM leases WHERE owner = ? AND job_id IN ({marks})", (owner, *wanted)
+            ).fetchall()
+        return {r["job_id"] for r in rows}
+
+    def acquire_lease(self, job_id: str, owner: str, ttl: float = LEASE_TTL) -> bool:
+        """Take or renew one job's lease; return whether ``owner`` holds it now."""
+        return job_id in self.acquire_leases([job_id], owner, ttl)
+
+    def release_leases(self, owner: str, job_ids: Iterable[str] | None = None) -> int:
+        """Give up ``owner``'s leases (all, or only on ``job_ids``); return how many were released."""
+        with self._write() as db:
+            if job_ids is None:
+                cursor = db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+            else:
+                ids = list(job_ids)
+                if not ids:
+                    return 0
+                marks = ", ".join("?" * len(ids))
+                cursor = db.execute(f"DELETE FROM leases WHERE owner = ? AND job_id IN ({marks})", (owner, *ids))
+            return cursor.rowcount
+
+    def leases(self, job_ids: Iterable[str] | None = None) -> list[Lease]:
+        """Return the leases recorded (live and expired), oldest job first."""
+        if job_ids is None:
+            rows = self._read("SELECT * FROM leases ORDER BY job_id")
+        else:
+            ids = list(job_ids)
+            marks = ", ".join("?" * len(ids))
+            rows = self._read(f"SELECT * FROM leases WHERE job_id IN ({marks}) ORDER BY job_id", ids)
+        return [Lease(**dict(r)) for r in rows]
+
+    def _check_lease(self, db: sqlite3.Connection, job_id: str, owner: str | None) -> None:
+        """Inside a write: raise LeaseLost unless ``owner`` (when given) holds a live lease on the job."""
+        if owner is None:
+            return
+        row = db.execute("SELECT owner, expires_at FROM leases WHERE job_id = ?", (job_id,)).fetchone()
+        if row is not None and row["owner"] == owner and row["expires_at"] > time.time():
+            return
+        holder = "nobody"
+        if row is not None:
+            holder = f"{row['owner']} until {time.strftime('%H:%M:%S', time.localtime(row['expires_at']))}"
+        raise LeaseLost(f"watcher {owner} does not hold the lease on job {job_id} (held by {holder}); "
+                        "the lease holder acts on it")
 
     # ------------------------------------------------------------------ jobs
 
@@ -286,10 +403,12 @@ class Ledger:
             rows = self._read(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
         return [_job(r) for r in rows]
 
-    def set_job_state(self, job_id: str, state: JobState | str, message: str = "") -> Job:
-        """Set a job's state and message; return the updated job."""
+    def set_job_state(self, job_id: str, state: JobState | str, message: str = "",
+                      owner: str | None = None) -> Job:
+        """Set a job's state and message; return the updated job. With ``owner``, only under its lease."""
         with self._write() as db:
             self._require_job(db, job_id)
+            self._check_lease(db, job_id, owner)
             db.execute(
                 "UPDATE jobs SET state = ?, message = ?, updated_at = ? WHERE id = ?",
                 (JobState(state).value, message, time.time(), job_id),
@@ -331,14 +450,17 @@ class Ledger:
 
     # ------------------------------------------------------------------ attempts
 
-    def reserve_attempt(self, job_id: str, array_index: int = 0, backend: str | None = None) -> Attempt:
+    def reserve_attempt(self, job_id: str, array_index: int = 0, backend: str | None = None,
+                        owner: str | None = None) -> Attempt:
         """Insert the next PENDING attempt before it is submitted; refuse while one is still open.
 
         ``backend`` defaults to the job's; name another to move the job (its checkpoint URI
-        goes with it). Raises AttemptStillOpen, or LedgerError for a finished job or a bad index.
+        goes with it). With ``owner``, only while that watcher holds the job's lease (LeaseLost).
+        Raises AttemptStillOpen, or LedgerError for a finished job or a bad index.
         """
         with self._write() as db:
             job = _job(self._require_job(db, job_id))
+            self._check_lease(db, job_id, owner)
             if job.state.is_terminal():
                 raise LedgerError(f"job {job_id} is {job.state.value}; submit it again as a new job")
             if not 0 <= array_index < job.array_size:

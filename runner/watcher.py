@@ -14,28 +14,57 @@ Each pass (:meth:`Watcher.tick`):
 
 The ledger is the only state; a watcher killed at any instant and started again carries on.
 The ledger's one-open-attempt rule makes a second concurrent attempt impossible.
+
+Several watchers may share one ledger (a service, a cron ``--once``, a ``submit`` in the
+foreground): each pass first takes or renews the lease on every active job it can
+(:meth:`Ledger.acquire_leases`) and then acts only on the jobs it holds; the lease is renewed
+again just before each job is advanced and checked inside the ledger's transaction when an
+attempt is reserved or a job ends. A watcher that stops cleanly releases its leases at once
+(:meth:`Watcher.close`); one that dies leaves them to expire after ``lease_ttl`` (30 s), and the
+next pass of another watcher takes the jobs over. So a job is taken over within
+``lease_ttl + interval`` of its watcher's death.
+
+Health, for a service: :meth:`Watcher.health` (last pass, jobs held, owner id),
+:class:`HealthServer` (``GET /healthz`` on 127.0.0.1, 503 when the last pass is stale) and
+:func:`write_status` (the same JSON, replaced atomically).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from runner.backends import Backend, Submission, get_backend
 from runner.errors import BackendError, RunnerError, SubmitError
-from runner.ledger import Attempt, AttemptStillOpen, Job, Ledger
+from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, Ledger, LeaseLost
 from runner.spec import JobSpec, load_spec
 from runner.states import AttemptState, AttemptStatus, JobState
 
 log = logging.getLogger("runner.watcher")
 SIM_PORT = int(os.environ.get("RUNNER_SIM_PORT", "18169"))
 REDACTED = "***"
+
+
+def new_owner_id() -> str:
+    """Return a watcher id unique across hosts and restarts: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def stale_after(interval: float) -> float:
+    """Seconds without a finished pass after which a watcher counts as unhealthy."""
+    return max(3 * interval, 10.0)
 
 
 @dataclass
@@ -52,8 +81,17 @@ class Watcher:
 
     def __init__(self, ledger: Ledger, job_ids: Iterable[str] | None = None,
                  on_event: Callable[[Event], None] | None = None,
-                 submit_retries: int = 3, backend_factory: Callable[[str], Backend] | None = None) -> None:
+                 submit_retries: int = 3, backend_factory: Callable[[str], Backend] | None = None,
+                 owner: str | None = None, lease_ttl: float = LEASE_TTL) -> None:
         self.ledger = ledger
+        self.owner = owner or new_owner_id()
+        self.lease_ttl = lease_ttl
+        self.held: frozenset[str] = frozenset()  # replaced, never mutated: the health thread reads it
+        self.started_at = time.time()
+        self.last_tick_at: float | None = None
+        self.ticks = 0
+        self.last_error = ""
+        self._others: dict[str, str] = {}  # job id -> the other watcher last seen holding it
         self.job_ids = set(job_ids) if job_ids is not None else None
         self.on_event = on_event or (lambda e: log.info("%s: %s", e.job_id, e.text))
         self.submit_retries = submit_retries
@@ -69,14 +107,49 @@ class Watcher:
         return [j for j in jobs if self.job_ids is None or j.id in self.job_ids]
 
     def tick(self) -> None:
-        """Do one pass over every active job."""
-        jobs = {j.id: j for j in self.active_jobs()}
+        """Do one pass over every active job whose lease this watcher holds or can take."""
+        active = {j.id: j for j in self.active_jobs()}
+        held = self.ledger.acquire_leases(active, self.owner, self.lease_ttl)
+        self._note_leases(active, held)
+        jobs = {i: j for i, j in active.items() if i in held}
         self._poll(jobs)
         for job in jobs.values():
             try:
+                if not self.ledger.acquire_lease(job.id, self.owner, self.lease_ttl):
+                    raise LeaseLost(f"the lease on {job.id} expired during this pass and another watcher took it")
                 self._advance(job)
+            except LeaseLost as exc:
+                held.discard(job.id)
+                self._emit(job.id, f"lease lost, leaving the job to its holder: {exc}")
             except RunnerError as exc:
                 self._emit(job.id, f"error: {exc}")
+        still = {j.id for j in self.active_jobs()}
+        self.ledger.release_leases(self.owner, held - still)  # ended jobs need no watcher
+        self.held = frozenset(held & still)
+        self.last_tick_at = time.time()
+        self.ticks += 1
+
+    def _note_leases(self, active: dict[str, Job], held: set[str]) -> None:
+        for job_id in sorted(held - self.held):
+            self._others.pop(job_id, None)
+            self._emit(job_id, f"watching (lease held by {self.owner} for {self.lease_ttl:g}s, renewed each pass)")
+        for lease in self.ledger.leases(sorted(set(active) - held)):
+            if self._others.get(lease.job_id) != lease.owner:
+                self._others[lease.job_id] = lease.owner
+                until = time.strftime("%H:%M:%S", time.localtime(lease.expires_at))
+                self._emit(lease.job_id, f"watched by another watcher ({lease.owner}, lease until {until}); "
+                                         "taking over if it stops renewing")
+
+    def health(self, interval: float = 2.0) -> dict[str, Any]:
+        """Return this watcher's health: ok unless its last pass is older than ``stale_after``."""
+        now = time.time()
+        since = self.last_tick_at if self.last_tick_at is not None else self.started_at
+        limit = stale_after(interval)
+        return {"ok": now - since <= limit, "owner": self.owner, "pid": os.getpid(),
+                "started_at": self.started_at, "last_tick_at": self.last_tick_at,
+                "last_tick_age_s": None if self.last_tick_at is None else round(now - self.last_tick_at, 3),
+                "stale_after_s": limit, "ticks": self.ticks, "jobs_held": sorted(self.held),
+                "lease_ttl_s": self.lease_ttl, "last_error": self.last_error}
 
     def run(self, interval: float = 2.0, until_done: bool = True,
             should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -88,6 +161,12 @@ class Watcher:
             time.sleep(interval)
 
     def close(self) -> None:
+        """Release this watcher's leases (another watcher may take the jobs at once) and stop."""
+        try:
+            self.ledger.release_leases(self.owner)
+        except RunnerError as exc:  # the leases expire on their own
+            log.warning("could not release the leases of %s: %s", self.owner, exc)
+        self.held = frozenset()
         for backend in self._backends.values():
             backend.close()
         if self._simulator is not None:
@@ -99,7 +178,10 @@ class Watcher:
         by_backend: dict[str, list[Attempt]] = {}
         for attempt in open_attempts:
             if attempt.backend_id is None:
-                self._adopt_or_submit(jobs[attempt.job_id], attempt)
+                try:
+                    self._adopt_or_submit(jobs[attempt.job_id], attempt)
+                except LeaseLost as exc:
+                    self._emit(attempt.job_id, f"lease lost, leaving the job to its holder: {exc}")
                 continue
             by_backend.setdefault(attempt.backend, []).append(attempt)
         for name, attempts in by_backend.items():
@@ -181,7 +263,7 @@ class Watcher:
                 return
             else:  # PENDING, RUNNING, UNKNOWN
                 if attempt.state == AttemptState.RUNNING and job.state == JobState.QUEUED:
-                    job = self.ledger.set_job_state(job.id, JobState.RUNNING)
+                    job = self.ledger.set_job_state(job.id, JobState.RUNNING, owner=self.owner)
                 if attempt.state == AttemptState.RUNNING:
                     self._maybe_preempt(job, attempt)
         if done == job.array_size:
@@ -189,7 +271,7 @@ class Watcher:
 
     def _next_attempt(self, job: Job, index: int, why: str) -> None:
         try:
-            attempt = self.ledger.reserve_attempt(job.id, index)
+            attempt = self.ledger.reserve_attempt(job.id, index, owner=self.owner)
         except AttemptStillOpen:
             return  # another pass (or watcher) got there first
         self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}")
@@ -199,7 +281,7 @@ class Watcher:
         attempts = []
         for index in indexes:
             try:
-                attempts.append(self.ledger.reserve_attempt(job.id, index))
+                attempts.append(self.ledger.reserve_attempt(job.id, index, owner=self.owner))
             except AttemptStillOpen:
                 continue
         if attempts:
@@ -221,6 +303,8 @@ class Watcher:
 
     def _submit_all(self, job: Job, attempts: list[Attempt]) -> None:
         """Submit attempts of one job on one backend (several at once for array children)."""
+        if not self.ledger.acquire_lease(job.id, self.owner, self.lease_ttl):
+            raise LeaseLost(f"the lease on {job.id} went to another watcher before submitting; it submits")
         try:
             spec = resolve_secrets(job.spec(), job)
             subs = [self._submission(spec, job, a) for a in attempts]
@@ -241,7 +325,7 @@ class Watcher:
     def _finish(self, job: Job, state: JobState, message: str) -> None:
         if state == JobState.SUCCEEDED:
             self.ledger.set_result(job.id, read_result(job))
-        self.ledger.set_job_state(job.id, state, message)
+        self.ledger.set_job_state(job.id, state, message, owner=self.owner)
         self._emit(job.id, f"job {state.value.lower()}: {message}")
 
     def _maybe_preempt(self, job: Job, attempt: Attempt) -> None:
@@ -336,3 +420,60 @@ def read_result(job: Job) -> dict[str, Any]:
         results.append({"checkpoint_uri": uri, "weights_sha256": final.get("weights_sha256"),
                         "metrics": final.get("metrics", {}), "step": final.get("step")})
     return results[0] if job.array_size == 1 else {"children": results}
+
+
+class HealthServer:
+    """Serve ``GET /healthz`` on 127.0.0.1: :meth:`Watcher.health` as JSON, 503 when not ok."""
+
+    def __init__(self, watcher: Watcher, port: int, interval: float = 2.0, host: str = "127.0.0.1") -> None:
+        handler = type("HealthHandler", (_HealthHandler,), {"watcher": watcher, "interval": interval})
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise RunnerError(f"cannot serve the health endpoint on {host}:{port}: {exc.strerror or exc}; "
+                              "pick another --health-port") from exc
+        self._server.daemon_threads = True
+        self.url = f"http://{host}:{self._server.server_address[1]}/healthz"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="watch-health", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    watcher: Watcher
+    interval: float
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path.split("?", 1)[0] not in ("/healthz", "/"):
+            code, body = 404, {"error": f"no {self.path}; try GET /healthz"}
+        else:
+            body = self.watcher.health(self.interval)
+            code = 200 if body["ok"] else 503
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: probes every few seconds
+        return
+
+
+def write_status(path: str | Path, health: dict[str, Any]) -> None:
+    """Write ``health`` as JSON to ``path`` atomically (a temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(health, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
