@@ -343,6 +343,38 @@ def init(
         raise _fail(exc) from None
 
 
+@app.command()
+def prices(
+    cloud: Annotated[Optional[str], typer.Argument(help="aws, gcp or azure")] = None,
+    region: Annotated[Optional[str], typer.Argument(help="e.g. us-east-1")] = None,
+    instance_type: Annotated[Optional[str], typer.Argument(help="e.g. g4dn.xlarge")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="a price file that overrides the table")] = None,
+    live: Annotated[bool, typer.Option(help="ask the cloud's price API for one machine (needs credentials)")] = False,
+) -> None:
+    """List the price table (shipped, then $RUNNER_PRICES, then --file): on-demand and spot per hour."""
+    from runner.cost.prices import live_price, price_table
+
+    try:
+        table = price_table(file)
+        rows = [table.lookup(cloud, region, instance_type)] if cloud and region and instance_type else \
+            table.select(cloud, region)
+        if live and cloud and region and instance_type:
+            rows = [live_price(cloud, region, instance_type) or rows[0]]
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    if not rows:
+        raise _fail(SpecError(f"no prices for {' '.join(filter(None, (cloud, region)))}; "
+                              "run runner prices to list the clouds and regions"))
+    listing = Table(box=None)
+    for col in ("cloud", "region", "instance type", "on-demand/h", "spot/h", "saving", "date", "source"):
+        listing.add_column(col, no_wrap=col != "source")
+    for p in rows:
+        listing.add_row(p.cloud, p.region, p.instance_type, f"{p.on_demand_per_hour:.4g} {p.currency}",
+                        f"{p.spot_per_hour:.4g} {p.currency}", f"{1 - p.spot_per_hour / p.on_demand_per_hour:.0%}",
+                        p.date, p.source)
+    out.print(listing)
+
+
 def main() -> None:
     """Entry point of the console script."""
     logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
