@@ -375,6 +375,28 @@ def prices(
     out.print(listing)
 
 
+@app.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+def exec_command(
+    command: Annotated[list[str], typer.Argument(help="the training command, after --")],
+    folder: Annotated[Optional[str], typer.Option(
+        "--dir", help="checkpoint folder to restore and sync (default: RUNNER_SYNC_DIR from the spec's sync.dir)")] = None,
+    notice_signal: Annotated[Optional[str], typer.Option(
+        "--signal", help="signal the command gets on a notice (default: RUNNER_NOTICE_SIGNAL or SIGTERM)")] = None,
+    interval: Annotated[float, typer.Option(help="seconds between looks at the folder")] = 1.0,
+    settle: Annotated[float, typer.Option(help="sync once no file in the folder changed for this long")] = 2.0,
+    margin: Annotated[float, typer.Option(help="kill a command still running this long before the deadline")] = 2.0,
+) -> None:
+    """Run an unmodified training command in a task container: restore, sync, forward notices, exit 75."""
+    from runner.exec.wrapper import ExecOptions, run, setup_logging
+
+    setup_logging()
+    try:
+        opts = ExecOptions.build(command, folder, notice_signal, interval, settle, margin)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(run(opts))
+
+
 def main() -> None:
     """Entry point of the console script."""
     logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),

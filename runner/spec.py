@@ -352,6 +352,20 @@ class SimulatePreemption(_Model):
         return _validate(cls, data, "--simulate-preemption")
 
 
+class Sync(_Model):
+    """For images that run ``runner exec``: the folder it syncs and the signal a notice becomes."""
+
+    dir: str
+    signal: Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"] = "SIGTERM"
+
+    @field_validator("dir")
+    @classmethod
+    def _check_dir(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/") or value.rstrip("/") == "":
+            raise ValueError(f"{value!r} is not an absolute folder inside the container; use e.g. /workspace/checkpoints")
+        return value.rstrip("/")
+
+
 class JobSpec(_Model):
     """One job: an image, how to run it, what it needs, and where its progress lives."""
 
@@ -374,6 +388,7 @@ class JobSpec(_Model):
     notice: Literal["auto", "aws", "gcp", "azure", "none"] = "auto"
     simulate_preemption: SimulatePreemption | None = None
     timeout: Duration | None = None
+    sync: Sync | None = None
 
     @field_validator("command", "args", mode="before")
     @classmethod
@@ -465,6 +480,7 @@ class JobSpec(_Model):
             "RUNNER_NOTICE": self.notice,
             "RUNNER_CHECKPOINT_EVERY": str(self.checkpoint.every),
             "RUNNER_CHECKPOINT_KEEP": str(self.checkpoint.keep),
+            **({"RUNNER_SYNC_DIR": self.sync.dir, "RUNNER_NOTICE_SIGNAL": self.sync.signal} if self.sync else {}),
         }
 
 
