@@ -141,7 +141,9 @@ class PriceTable:
 def check_currency(value: str) -> str:
     """Return ``value`` if it is a known ISO 4217 code, else raise ValueError naming the fix."""
     if not isinstance(value, str) or value not in CURRENCIES:
-        close = difflib.get_close_matches(str(value).upper(), sorted(CURRENCIES), n=1)
+        common = ["USD", "EUR", "GBP", "JPY", "CNY", "INR", "CAD", "AUD", "CHF", "KRW", "BRL", "SEK"]
+        close = (difflib.get_close_matches(str(value).upper(), common, n=1)
+                 or difflib.get_close_matches(str(value).upper(), sorted(CURRENCIES), n=1))
         hint = f"did you mean {close[0]!r}?" if close else "use an ISO 4217 code such as USD or EUR"
         raise ValueError(f"{value!r} is not a known currency; {hint}")
     return value
@@ -453,8 +455,8 @@ def live_price(cloud: str, region: str, instance_type: str, *, timeout: float = 
         return None
     try:
         price = fetch(region, instance_type, timeout)
-    except _NoCredentials:
-        return None  # nothing to ask with: the table is the answer, no warning
+    except _NoCredentials:  # nothing to ask with: the table is the answer, no warning (cached: probes are slow)
+        price = None
     except Exception as exc:  # noqa: BLE001 - any failure falls back to the table
         log.warning("live %s price for %s %s unavailable (%s); using the price table",
                     cloud, region, instance_type, _describe_failure(exc))
@@ -604,10 +606,15 @@ def _gcp_price(region: str, machine: str, timeout: float) -> Price:
         from google.auth.transport.requests import AuthorizedSession
     except ImportError:
         raise _NoCredentials from None
+    quiet = logging.getLogger("google.auth._default")  # it warns when no metadata server answers
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     except google.auth.exceptions.DefaultCredentialsError:
         raise _NoCredentials from None
+    finally:
+        quiet.setLevel(level)
     family, cpus, memory, gpus = gcp_shape(machine)
     wanted = {f"{_GCP_FAMILIES[family]} Core": cpus, f"{_GCP_FAMILIES[family]} Ram": memory}
     for gpu, count in gpus.items():
