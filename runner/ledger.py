@@ -16,7 +16,10 @@ while it holds the job's lease, a row in ``leases`` (job id, owner ``host:pid:ra
 ``expires_at``). :meth:`Ledger.acquire_leases` takes free or expired leases and renews its own in
 one ``BEGIN IMMEDIATE`` transaction, so two processes never both hold one; a watcher renews every
 tick, releases on a clean exit, and a killed watcher's leases expire (``LEASE_TTL``, 30 s), after
-which another watcher takes the jobs over. :meth:`Ledger.reserve_attempt` and
+which another watcher takes the jobs over. A lease whose owner ran on this machine, in this PID
+namespace (same ``local_id``: boot id and namespace), and whose process is gone, is taken at once:
+a watcher restarted by systemd or cron does not wait out its predecessor's leases.
+:meth:`Ledger.reserve_attempt` and
 :meth:`Ledger.set_job_state` take an ``owner`` and check the lease in the same transaction, so a
 watcher that lost its lease mid-tick (paused, too slow) cannot start or end anything.
 
@@ -103,7 +106,8 @@ CREATE TABLE IF NOT EXISTS leases (
     job_id TEXT PRIMARY KEY REFERENCES jobs(id),
     owner TEXT NOT NULL,
     acquired_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    local_id TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner);
 """,
@@ -134,6 +138,29 @@ class JobNotFound(LedgerError):
     """No job has this id."""
 
 
+def local_id() -> str | None:
+    """Return ``<boot id>/<pid namespace>``: processes with the same one can see each other's pids."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether the ``host:pid:random`` owner's process has ended (only meaningful for the same local_id)."""
+    parts = owner.split(":")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, not ours to signal
+        return False
+    return False
+
+
 class LeaseLost(LedgerError):
     """This watcher does not hold the job's lease (any more): another watcher acts on the job."""
 
@@ -146,6 +173,7 @@ class Lease:
     owner: str
     acquired_at: float
     expires_at: float
+    local_id: str | None = None
 
     def is_live(self, now: float | None = None) -> bool:
         return self.expires_at > (time.time() if now is None else now)
@@ -219,6 +247,7 @@ class Ledger:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
+        self._local_id = local_id()
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,23 +330,31 @@ class Ledger:
         """Take each job's lease if it is free or expired, renew it if it is ``owner``'s already.
 
         One immediate transaction for all of them: of two watchers asking at once, exactly one
-        gets each job. Returns the ids ``owner`` holds afterwards (until ``now + ttl``).
+        gets each job. A live lease of a process on this machine (same :func:`local_id`) that
+        has ended counts as expired. Returns the ids ``owner`` holds afterwards (until ``now + ttl``).
         """
         wanted = list(dict.fromkeys(job_ids))
         if not wanted:
             return set()
         now = time.time()
+        marks = ", ".join("?" * len(wanted))
         with self._write() as db:
+            if self._local_id is not None:
+                for row in db.execute(
+                    f"SELECT job_id, owner FROM leases WHERE job_id IN ({marks}) AND owner != ?"
+                    " AND expires_at > ? AND local_id = ?", (*wanted, owner, now, self._local_id)
+                ).fetchall():
+                    if _owner_is_gone(row["owner"]):
+                        db.execute("UPDATE leases SET expires_at = ? WHERE job_id = ?", (now, row["job_id"]))
             for job_id in wanted:
                 db.execute(
-                    "INSERT INTO leases (job_id, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO leases (job_id, owner, acquired_at, expires_at, local_id) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner,"
                     " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at"
-                    " ELSE excluded.acquired_at END, expires_at = excluded.expires_at"
+                    " ELSE excluded.acquired_at END, expires_at = excluded.expires_at, local_id = excluded.local_id"
                     " WHERE leases.owner = excluded.owner OR leases.expires_at <= excluded.acquired_at",
-                    (job_id, owner, now, now + ttl),
+                    (job_id, owner, now, now + ttl, self._local_id),
                 )
-            marks = ", ".join("?" * len(wanted))
             rows = db.execute(
                 f"SELECT job_id FROM leases WHERE owner = ? AND job_id IN ({marks})", (owner, *wanted)
             ).fetchall()

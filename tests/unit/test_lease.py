@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from runner.backends.base import Backend, Submission
-from runner.ledger import _SCHEMA, SCHEMA_VERSION, Ledger, LeaseLost
+from runner.ledger import _SCHEMA, SCHEMA_VERSION, Ledger, LeaseLost, local_id
 from runner.spec import JobSpec, spec_from_dict
 from runner.states import AttemptState, AttemptStatus, JobState
-from runner.watcher import Event, HealthServer, Watcher, write_status
+from runner.watcher import Event, HealthServer, Watcher, new_owner_id, write_status
 
 
 def _spec(**extra: Any) -> JobSpec:
@@ -45,7 +45,7 @@ def test_fresh_ledger_is_version_2_with_leases(ledger: Ledger) -> None:
     assert SCHEMA_VERSION == 2
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
     cols = [r[1] for r in db.execute("PRAGMA table_info(leases)")]
-    assert cols == ["job_id", "owner", "acquired_at", "expires_at"]
+    assert cols == ["job_id", "owner", "acquired_at", "expires_at", "local_id"]
 
 
 def test_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -99,6 +99,29 @@ def test_expired_lease_is_taken_over(ledger: Ledger) -> None:
     (lease,) = ledger.leases()
     assert lease.owner == "alive" and lease.is_live()
     assert not ledger.acquire_lease(job, "dead", ttl=0.3)  # the old owner cannot renew what it lost
+
+
+def _hold_and_exit(path: str, job: str) -> None:
+    with Ledger(path) as led:
+        assert led.acquire_lease(job, new_owner_id(), ttl=3600)
+
+
+def test_lease_of_a_dead_local_process_is_taken_at_once(ledger: Ledger) -> None:
+    job, other = ledger.create_job(_spec()), ledger.create_job(_spec())
+    proc = multiprocessing.get_context("spawn").Process(target=_hold_and_exit, args=(str(ledger.path), job))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    (dead,) = ledger.leases()
+    assert dead.is_live() and dead.local_id == local_id() and dead.owner.split(":")[1] == str(proc.pid)
+    assert ledger.acquire_lease(job, "successor", ttl=30)  # no waiting out the hour
+    # A live process's lease stands, and so does one from another machine or PID namespace.
+    assert ledger.acquire_lease(other, new_owner_id(), ttl=3600)
+    assert not ledger.acquire_lease(other, "successor", ttl=30)
+    with sqlite3.connect(ledger.path) as db:
+        db.execute("UPDATE leases SET owner = ?, local_id = 'elsewhere/1' WHERE job_id = ?",
+                   (f"remote:{proc.pid}:abc", other))
+    assert not ledger.acquire_lease(other, "successor", ttl=30)
 
 
 def test_actions_are_fenced_by_the_lease(ledger: Ledger) -> None:
