@@ -484,7 +484,8 @@ def _describe_failure(exc: BaseException) -> str:
     error = getattr(exc, "response", None)
     if isinstance(error, dict):  # botocore ClientError
         code = error.get("Error", {}).get("Code", code)
-    return f"{type(exc).__name__}{f' {code}' if code else ''}"
+    name = type(exc).__name__
+    return name if code in (None, "", name) else f"{name} {code}"
 
 
 def _today() -> str:
