@@ -22,10 +22,20 @@ RUN set -eu; \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
+# The default command is the watcher service: every unfinished job in the ledger, until SIGTERM
+# (leases released, exit 0), with GET /healthz on 127.0.0.1:$RUNNER_WATCH_HEALTH_PORT.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    RUNNER_HOME=/var/lib/spot-runner
+    RUNNER_HOME=/var/lib/spot-runner \
+    RUNNER_WATCH_HEALTH_PORT=8765
 LABEL org.opencontainers.image.title="runner-control" \
       org.opencontainers.image.description="spot-runner control plane: runner submit/status/watch; mount the Docker socket for the local backend"
+# The ledger outlives the container: mount a named volume or a host folder here (for the local
+# backend, a host folder at the same path on both sides, with RUNNER_HOME pointing at it).
+VOLUME ["/var/lib/spot-runner"]
+# Unhealthy when the watcher's last pass is stale (503) or nothing answers; an empty
+# RUNNER_WATCH_HEALTH_PORT (a container running `runner submit`/`status`) skips the check.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import os, sys, urllib.request as u; p = os.environ.get('RUNNER_WATCH_HEALTH_PORT'); p and u.urlopen(f'http://127.0.0.1:{p}/healthz', timeout=4); sys.exit(0)"]
 ENTRYPOINT ["runner"]
 CMD ["watch"]
