@@ -383,6 +383,8 @@ class Ledger:
             rows = self._read("SELECT * FROM leases ORDER BY job_id")
         else:
             ids = list(job_ids)
+            if not ids:
+                return []
             marks = ", ".join("?" * len(ids))
             rows = self._read(f"SELECT * FROM leases WHERE job_id IN ({marks}) ORDER BY job_id", ids)
         return [Lease(**dict(r)) for r in rows]
