@@ -1,19 +1,22 @@
-"""What a job cost in time: wall time, attempts, preemptions, work lost, goodput.
+"""What a job cost in time and money: wall time, attempts, preemptions, work lost, goodput, spend, v.
 
-Sources: the ledger (when each attempt ran, how it ended) and the task's own ``progress.json``
-(per attempt: when it started, loaded its checkpoint, took its first step and committed its
-last checkpoint). Goodput is useful training time over wall time, where useful means time
-spent on steps that ended up in a committed checkpoint or the final result.
+Sources: the ledger (when each attempt ran, how it ended), the task's own ``progress.json`` (per
+attempt: when it started, took its first step, committed its last checkpoint, stalled on
+checkpoints) and the price of the machine the spec runs on (:mod:`runner.cost.prices`). The
+arithmetic lives in :mod:`runner.cost.accounting`; this module gathers the inputs.
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import Any
 
+from runner.cost.accounting import JobAccount, account_job
 from runner.errors import RunnerError
 from runner.ledger import Attempt, Job
 from runner.states import AttemptState
+
+log = logging.getLogger(__name__)
 
 
 def read_progress(job: Job, index: int = 0) -> dict[str, Any] | None:
@@ -27,34 +30,38 @@ def read_progress(job: Job, index: int = 0) -> dict[str, Any] | None:
         return None
 
 
+def job_price(job: Job) -> tuple[Any, str | None]:
+    """Return (the price of the machine the job runs on or imitates, or None; a note when there is none)."""
+    from runner.cost.prices import price_for_spec
+
+    try:
+        price = price_for_spec(job.spec())
+    except RunnerError as exc:
+        return None, str(exc)
+    return price, None if price is not None else "no price: the spec names no machine (see docs/prices.md)"
+
+
+def job_account(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None) -> JobAccount:
+    """Account for one job: every attempt's machine time, useful and wasted time, spend and v."""
+    price, note = job_price(job)
+    result = account_job(job, attempts, progress, price, read_progress=lambda i: read_progress(job, i))
+    if note:
+        result.notes.append(note)
+    return result
+
+
 def summarize(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None) -> dict[str, Any]:
-    """Return the time accounting of one job (array index 0 for progress)."""
-    now = time.time()
-    ended = [a.ended_at for a in attempts if a.ended_at]
-    end = max(ended) if job.state.is_terminal() and ended else now
-    wall = max(0.0, end - job.created_at)
-    history = (progress or {}).get("attempts", {}) if isinstance(progress, dict) else {}
-    useful = lost = startup = 0.0
-    for a in attempts:
-        h = history.get(str(a.number)) if isinstance(history, dict) else None
-        if not isinstance(h, dict) or a.started_at is None:
-            if a.started_at and a.ended_at:
-                lost += a.ended_at - a.started_at  # ran, committed nothing we know of
-            continue
-        first = h.get("first_step_at") or h.get("loaded_at") or a.started_at
-        saved = h.get("checkpoint_at") or first
-        stop = a.ended_at or now
-        startup += max(0.0, first - a.started_at)
-        useful += max(0.0, min(saved, stop) - first)
-        if a.state in (AttemptState.PREEMPTED, AttemptState.FAILED, AttemptState.CANCELLED):
-            lost += max(0.0, stop - saved)
+    """Return the time and money accounting of one job (progress: array index 0's)."""
+    acct = job_account(job, attempts, progress)
+    cost = acct.as_dict()
     steps = (progress or {}).get("step") if progress else None
     return {
-        "job_id": job.id, "state": job.state.value, "wall_s": round(wall, 3),
+        "job_id": job.id, "state": job.state.value, "wall_s": cost["wall_s"],
         "attempts": len(attempts),
         "preemptions": sum(a.state == AttemptState.PREEMPTED for a in attempts),
         "failures": sum(a.state == AttemptState.FAILED for a in attempts),
-        "useful_s": round(useful, 3), "lost_s": round(lost, 3), "startup_s": round(startup, 3),
-        "goodput": round(useful / wall, 4) if wall > 0 else None,
+        "useful_s": cost["useful_s"], "lost_s": cost["lost_s"], "startup_s": cost["startup_s"],
+        "goodput": cost["goodput"],
         "step": steps, "total_steps": (progress or {}).get("total_steps") if progress else None,
+        "cost": cost,
     }

@@ -47,6 +47,7 @@ from typing import Any
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from runner.backends import Backend, Submission, get_backend
+from runner.cost.interval import estimate_from_ledger
 from runner.errors import BackendError, RunnerError, SubmitError
 from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, Ledger, LeaseLost
 from runner.spec import JobSpec, load_spec
@@ -308,6 +309,11 @@ class Watcher:
         try:
             spec = resolve_secrets(job.spec(), job)
             subs = [self._submission(spec, job, a) for a in attempts]
+            if spec.checkpoint.every == "auto":  # the newest preemption history for Young-Daly
+                estimate = estimate_from_ledger(self.ledger, spec)
+                log.info("%s: every: auto with %s", job.id, estimate.describe())
+                for sub in subs:
+                    sub.env.update(estimate.env())
             backend = self.backend(attempts[0].backend)
             for try_ in Retrying(stop=stop_after_attempt(self.submit_retries), reraise=True,
                                  wait=wait_exponential(multiplier=0.5, max=8),

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
+from runner.cost.interval import CheckpointCost, auto_interval, from_env
 from runner.errors import ConfigError, RunnerError
 from runner.stores import open_store
 from runner.task import checkpoint as ck
@@ -25,7 +26,7 @@ from runner.task.state import capture_rng, restore_rng, weights_sha256
 from runner.task.writer import CheckpointWriter
 
 log = logging.getLogger("runner.task")
-AUTO_INTERVAL_S = 60.0  # ``every: auto`` until the Young-Daly estimate exists
+AUTO_INTERVAL_S = 60.0  # ``every: auto`` until the first checkpoint has measured its cost
 
 
 class TrainTask(Protocol):
@@ -194,13 +195,18 @@ class _Loop:
     def _train(self, writer: CheckpointWriter, notices: NoticeWatcher) -> Notice | None:
         every = self.ctx.checkpoint_every
         interval = every.value if every.kind == "seconds" else AUTO_INTERVAL_S
+        meter, (mtbf, coverage) = CheckpointCost(), from_env(os.environ)
         last_save = time.monotonic()
         tick, tick_step = time.monotonic(), self.pos.step
+        step_end = time.monotonic()
         while self.pos.epoch < self.task.epochs:
             if self.pos.batch == 0:
                 log.info("epoch %d/%d", self.pos.epoch + 1, self.task.epochs)
             for batch in self.task.batches(self.pos.epoch, self.pos.batch):
                 self.pos.losses.append(self.task.train_step(batch))
+                now = time.monotonic()
+                meter.step(now - step_end, writer.busy())
+                step_end = now
                 if "first_step_at" not in self.timing:
                     self.timing["first_step_at"] = time.time()
                 self.pos.batch += 1
@@ -218,7 +224,11 @@ class _Loop:
                     stall = writer.submit(self.pos.step, self._state(), self._meta("running"))
                     log.info("checkpoint at step %d handed to the %s writer (loop stalled %.1f ms)",
                              self.pos.step, writer.mode, stall * 1000)
-                    last_save = time.monotonic()
+                    meter.checkpoint(stall)
+                    self.timing.update(stall_s=round(meter.stall_s, 6), checkpoints=meter.checkpoints)
+                    if every.kind == "auto" and meter.cost_s is not None:
+                        interval = self._auto_interval(interval, meter.cost_s, mtbf, coverage)
+                    last_save = step_end = time.monotonic()
                 if self.pos.step % self.opts.log_every == 0:
                     now = time.monotonic()
                     rate = (self.pos.step - tick_step) / max(now - tick, 1e-9)
@@ -229,6 +239,14 @@ class _Loop:
                     self.pos.losses.clear()
                     break
         return None
+
+    def _auto_interval(self, current: float, cost_s: float, mtbf: float, coverage: float) -> float:
+        chosen = auto_interval(cost_s, mtbf, coverage)
+        self.timing.update(checkpoint_cost_s=round(cost_s, 6), interval_s=round(chosen, 3))
+        if abs(chosen - current) > 0.1 * current:
+            log.info("every: auto -> a checkpoint every %.0f s (Young-Daly: checkpoint cost %.3f s, "
+                     "MTBF %.0f min, notice coverage %.2f)", chosen, cost_s, mtbf / 60, coverage)
+        return chosen
 
     def _parachute(self, writer: CheckpointWriter, notices: NoticeWatcher, notice: Notice) -> int:
         log.warning("preemption notice from %s%s: saving step %d and stopping", notice.source,
@@ -277,11 +295,10 @@ class _Loop:
 
     def _progress(self, state: str) -> dict[str, Any]:
         self.timing.update(checkpoint_step=self.pos.step, checkpoint_at=time.time())
-        return {"attempts": {k: dict(v) for k, v in self.history.items()},"task": self.task.name, "state": state, "epoch": self.pos.epoch,
-                "total_epochs": self.task.epochs, "step": self.pos.step,
+        return {"attempts": {k: dict(v) for k, v in self.history.items()}, "task": self.task.name,
+                "state": state, "epoch": self.pos.epoch, "total_epochs": self.task.epochs, "step": self.pos.step,
                 "total_steps": self.total_steps, "attempt": self.ctx.attempt,
                 "job_id": self.ctx.job_id, "metrics": {"loss": self._mean_loss()}}
-
 
     def _mean_loss(self) -> float | None:
         recent = self.pos.losses[-self.opts.log_every:]

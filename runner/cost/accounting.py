@@ -1,0 +1,236 @@
+"""What each attempt and each job cost: machine time split into useful and wasted, spend, v.
+
+Inputs, per attempt: when the machine ran it (the backend's start and stop times, kept in the
+ledger) and what the task did meanwhile (its own ``progress.json`` history: the first training
+step, the last committed checkpoint and the time the loop stalled handing checkpoints over).
+
+Every second an attempt ran lands in exactly one bucket, so the buckets add up to machine time:
+
+    machine = useful + startup + stall + lost + other
+
+- ``useful``: training whose result ended in a committed checkpoint or the final result;
+- ``startup``: machine start to first step (container start, imports, data, checkpoint load);
+- ``stall``: time the loop waited on checkpoints (up to the last commit);
+- ``lost``: work after the last commit, thrown away by a preemption, failure or cancel;
+- ``other``: after the final commit of a finished attempt (evaluation, exit) and, for an attempt
+  still running, the work not committed yet.
+
+Spend is machine time at the spot price; the on-demand counterfactual is useful time at the
+on-demand price: the same work on machines that are never taken away. The value ratio
+``v = on_demand_cost / spend``; goodput is useful time over wall time. ``runner simulate`` feeds
+its simulated attempts through the same :func:`account` as real jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.states import AttemptState
+
+if TYPE_CHECKING:
+    from runner.cost.prices import Price
+    from runner.ledger import Attempt, Job
+
+_ENDED_BADLY = {AttemptState.PREEMPTED.value, AttemptState.FAILED.value, AttemptState.CANCELLED.value}
+#: Array jobs larger than this have their children's progress files skipped (one read each).
+MAX_PROGRESS_READS = 256
+
+
+@dataclass(frozen=True)
+class AttemptTimes:
+    """When one attempt ran (backend clock, epoch seconds) and what its task did (task clock)."""
+
+    number: int
+    index: int
+    state: str                      # an AttemptState value
+    started_at: float | None
+    ended_at: float | None
+    first_step_at: float | None = None  # the task's first training step
+    saved_at: float | None = None       # when the work in its last committed checkpoint was done
+    stall_s: float = 0.0                # checkpoint stalls up to that commit
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AttemptAccount:
+    """One attempt's machine time in buckets (seconds) and money (in the price's currency)."""
+
+    number: int
+    index: int
+    state: str
+    started_at: float | None
+    ended_at: float | None
+    machine_s: float
+    useful_s: float
+    startup_s: float
+    stall_s: float
+    lost_s: float
+    other_s: float
+    spend: float | None
+    on_demand_cost: float | None
+    reason: str = ""
+
+    @property
+    def wasted_s(self) -> float:
+        return self.machine_s - self.useful_s
+
+
+@dataclass(frozen=True)
+class JobAccount:
+    """A job's totals over its attempts; ``spend``, ``on_demand_cost`` and ``value_ratio`` need a price."""
+
+    attempts: list[AttemptAccount]
+    wall_s: float
+    currency: str | None = None
+    spot_per_hour: float | None = None
+    on_demand_per_hour: float | None = None
+    price_source: str | None = None
+    price_date: str | None = None
+    machine: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def _sum(self, name: str) -> float:
+        return sum(getattr(a, name) for a in self.attempts)
+
+    @property
+    def machine_s(self) -> float:
+        return self._sum("machine_s")
+
+    @property
+    def useful_s(self) -> float:
+        return self._sum("useful_s")
+
+    @property
+    def wasted_s(self) -> float:
+        return self.machine_s - self.useful_s
+
+    @property
+    def spend(self) -> float | None:
+        return None if self.spot_per_hour is None else self._sum("spend")
+
+    @property
+    def on_demand_cost(self) -> float | None:
+        return None if self.on_demand_per_hour is None else self._sum("on_demand_cost")
+
+    @property
+    def value_ratio(self) -> float | None:
+        spend, od = self.spend, self.on_demand_cost
+        return od / spend if spend and od is not None else None
+
+    @property
+    def goodput(self) -> float | None:
+        return self.useful_s / self.wall_s if self.wall_s > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The totals and the per-attempt rows, rounded for people (seconds to 0.001, money to 1e-6)."""
+        totals = {name: round(self._sum(name), 3) for name in ("useful_s", "startup_s", "stall_s", "lost_s", "other_s")}
+        money = (lambda x: None if x is None else round(x, 6))
+        return {
+            "machine_s": round(self.machine_s, 3), **totals, "wasted_s": round(self.wasted_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "goodput": None if self.goodput is None else round(self.goodput, 4),
+            "currency": self.currency, "spend": money(self.spend), "on_demand_cost": money(self.on_demand_cost),
+            "savings": money(None if self.spend is None or self.on_demand_cost is None
+                             else self.on_demand_cost - self.spend),
+            "value_ratio": None if self.value_ratio is None else round(self.value_ratio, 3),
+            "price": None if self.spot_per_hour is None else {
+                "machine": self.machine, "spot_per_hour": self.spot_per_hour,
+                "on_demand_per_hour": self.on_demand_per_hour, "currency": self.currency,
+                "source": self.price_source, "date": self.price_date},
+            "notes": list(self.notes),
+            "attempts": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(a).items()}
+                         for a in self.attempts],
+        }
+
+
+def account_attempt(t: AttemptTimes, price: Price | None = None, now: float | None = None) -> AttemptAccount:
+    """Split one attempt's machine time into the buckets; price it when a price is given."""
+    zero = AttemptAccount(t.number, t.index, t.state, t.started_at, t.ended_at, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                          0.0 if price else None, 0.0 if price else None, t.reason)
+    if t.started_at is None:
+        return zero  # never ran: no machine time
+    start = t.started_at
+    end = t.ended_at if t.ended_at is not None else (time.time() if now is None else now)
+    end = max(end, start)
+    machine = end - start
+
+    def clamp(x: float | None, lo: float, hi: float) -> float | None:
+        return None if x is None else min(max(x, lo), hi)
+
+    first = clamp(t.first_step_at, start, end)
+    if first is None:  # never trained: all of it was getting there
+        useful = stall = lost = other = 0.0
+        startup = machine
+    else:
+        startup = first - start
+        saved = clamp(t.saved_at, first, end) if t.saved_at is not None else first
+        assert saved is not None
+        stall = min(max(0.0, t.stall_s), saved - first)
+        useful = saved - first - stall
+        after = end - saved
+        if t.state in _ENDED_BADLY:
+            lost, other = after, 0.0
+        else:
+            lost, other = 0.0, after
+    spend = on_demand = None
+    if price is not None:
+        spend = machine / 3600.0 * price.spot_per_hour
+        on_demand = useful / 3600.0 * price.on_demand_per_hour
+    return AttemptAccount(t.number, t.index, t.state, t.started_at, t.ended_at, machine, useful, startup,
+                          stall, lost, other, spend, on_demand, t.reason)
+
+
+def account(times: Iterable[AttemptTimes], price: Price | None = None, wall_s: float = 0.0,
+            now: float | None = None) -> JobAccount:
+    """Account for a job's attempts (real ones from the ledger, or simulated ones)."""
+    rows = [account_attempt(t, price, now) for t in times]
+    if price is None:
+        return JobAccount(rows, wall_s)
+    return JobAccount(rows, wall_s, price.currency, price.spot_per_hour, price.on_demand_per_hour,
+                      price.source, price.date, price.machine)
+
+
+def times_from_ledger(attempts: Sequence[Attempt], progress_by_index: dict[int, dict[str, Any] | None]) -> list[AttemptTimes]:
+    """Join the ledger's attempts with the per-attempt history in each index's ``progress.json``."""
+    out = []
+    for a in attempts:
+        progress = progress_by_index.get(a.array_index) or {}
+        history = progress.get("attempts") if isinstance(progress, dict) else None
+        h = history.get(str(a.number)) if isinstance(history, dict) else None
+        h = h if isinstance(h, dict) else {}
+        out.append(AttemptTimes(
+            a.number, a.array_index, a.state.value, a.started_at, a.ended_at,
+            first_step_at=_num(h.get("first_step_at")), saved_at=_num(h.get("checkpoint_at")),
+            stall_s=_num(h.get("stall_s")) or 0.0, reason=a.reason))
+    return out
+
+
+def job_wall_s(job: Job, attempts: Sequence[Attempt], now: float | None = None) -> float:
+    """Wall time from submission to the last attempt's end (or now while it runs)."""
+    ended = [a.ended_at for a in attempts if a.ended_at]
+    end = max(ended) if job.state.is_terminal() and ended else (time.time() if now is None else now)
+    return max(0.0, end - job.created_at)
+
+
+def account_job(job: Job, attempts: Sequence[Attempt], progress: dict[str, Any] | None = None,
+                price: Price | None = None, read_progress: Any = None) -> JobAccount:
+    """Account for a job from the ledger; ``progress`` is index 0's, ``read_progress(index)`` reads others."""
+    now = time.time()
+    by_index: dict[int, dict[str, Any] | None] = {0: progress}
+    indexes = sorted({a.array_index for a in attempts} - {0})
+    notes = []
+    if read_progress is not None and indexes:
+        if len(indexes) <= MAX_PROGRESS_READS:
+            by_index.update({i: read_progress(i) for i in indexes})
+        else:
+            notes.append(f"useful time of {len(indexes)} array children not read (over {MAX_PROGRESS_READS})")
+    result = account(times_from_ledger(attempts, by_index), price, job_wall_s(job, attempts, now), now)
+    result.notes.extend(notes)
+    return result
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
