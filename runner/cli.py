@@ -182,6 +182,9 @@ def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False, 
 
 
 def _progress_line(job: Job, progress: dict[str, Any]) -> str:
+    if progress.get("task") == "exec":  # runner exec: folder syncs, not epochs
+        return (f"progress: folder snapshot {progress.get('step')} committed, attempt {progress.get('attempt')}, "
+                f"preemptions {job.preemptions_used}")
     metrics = progress.get("metrics") or {}
     loss = metrics.get("loss")
     total = progress.get("total_epochs") or 0
@@ -413,7 +416,7 @@ def exec_command(
     notice_signal: Annotated[Optional[str], typer.Option(
         "--signal", help="signal the command gets on a notice (default: RUNNER_NOTICE_SIGNAL or SIGTERM)")] = None,
     interval: Annotated[float, typer.Option(help="seconds between looks at the folder")] = 1.0,
-    settle: Annotated[float, typer.Option(help="sync once no file in the folder changed for this long")] = 2.0,
+    settle: Annotated[float, typer.Option(help="sync once no file in the folder changed for this long")] = 0.5,
     margin: Annotated[float, typer.Option(help="kill a command still running this long before the deadline")] = 2.0,
 ) -> None:
     """Run an unmodified training command in a task container: restore, sync, forward notices, exit 75."""

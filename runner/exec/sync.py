@@ -88,7 +88,7 @@ class FolderSync:
     store: Store
     folder: Path
     keep: int = 3
-    settle: float = 2.0
+    settle: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (attempt, job)
     syncs: int = 0  # steps committed by this instance
     last_step: int | None = None  # newest committed step (restored or synced)
@@ -305,7 +305,8 @@ class FolderSync:
             except (FileNotFoundError, CorruptCheckpoint):
                 continue  # cannot be restored: its blobs are not worth keeping
         stored = {k[len(BLOBS):] for k in self.store.list(BLOBS)}
-        garbage = sorted(b for b in stored - referenced if _SHA.match(b))
+        # Leftovers of a killed file:// write (.<sha>.XXXX.tmp) are garbage too: this is the only writer.
+        garbage = sorted(b for b in stored - referenced if _SHA.match(b) or (b.startswith(".") and b.endswith(".tmp")))
         if garbage:
             self.store.delete(BLOBS + b for b in garbage)
         self._blobs = stored - set(garbage)

@@ -72,13 +72,13 @@ class ExecOptions:
     folder: Path
     signal: signal.Signals = signal.SIGTERM
     interval: float = 1.0  # seconds between looks at the folder while the child runs
-    settle: float = 2.0  # a folder is synced once no file changed for this long
+    settle: float = 0.5  # a folder is synced once no file changed for this long
     margin: float = 2.0  # before a known deadline: kill a child still running, keep this for the sync
     notice_file: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "runner-notice.json")
 
     @classmethod
     def build(cls, command: Sequence[str], folder: str | None = None, signal_name: str | None = None,
-              interval: float = 1.0, settle: float = 2.0, margin: float = 2.0,
+              interval: float = 1.0, settle: float = 0.5, margin: float = 2.0,
               environ: Mapping[str, str] | None = None) -> ExecOptions:
         """Return options from the arguments, falling back to ``RUNNER_SYNC_DIR``/``RUNNER_NOTICE_SIGNAL``."""
         env = os.environ if environ is None else environ
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--signal", help="signal sent to the command on a notice (default: RUNNER_NOTICE_SIGNAL "
                                          "or SIGTERM)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the folder")
-    parser.add_argument("--settle", type=float, default=2.0, help="sync once no file changed for this long")
+    parser.add_argument("--settle", type=float, default=0.5, help="sync once no file changed for this long")
     parser.add_argument("--margin", type=float, default=2.0,
                         help="seconds before a notice's deadline at which a still running command is killed")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
