@@ -88,15 +88,15 @@ def test_plain_pytorch_survives_preemptions_with_its_uninterrupted_weights(tmp_p
 def test_hf_trainer_survives_preemptions_and_finishes(tmp_path, docker_client):
     image = "localhost/runner-example-hf-trainer:latest"
     need_image(docker_client, image)
-    args = ["--max-steps", "80", "--save-steps", "20"]
+    args = ["--max-steps", "200", "--save-steps", "20"]  # 200 steps: more than two attempts of 15 s can do
     job_id, status, out = submit(example_spec(tmp_path, "hf-trainer", args), tmp_path,
-                                 "--simulate-preemption", "every=18s,notice=3s,mode=mixed,count=2")
+                                 "--simulate-preemption", "every=15s,notice=3s,mode=mixed,count=2")
     assert status["state"] == "SUCCEEDED", out
     reasons = preemption_reasons(status)
     assert len(reasons) == 2, status["attempt_list"]
     assert any("notice" in r for r in reasons) and any("preemptor" in r for r in reasons), reasons
     folder = final_folder(job_id, tmp_path, tmp_path / "out")
-    assert json.loads((folder / "result.json").read_text())["global_step"] == 80
-    assert (folder / "checkpoint-80" / "trainer_state.json").exists()
+    assert json.loads((folder / "result.json").read_text())["global_step"] == 200
+    assert (folder / "checkpoint-200" / "trainer_state.json").exists()
     logs = "".join(runner("logs", job_id, "--attempt", str(n), home=tmp_path).stdout for n in (2, 3))
     assert "resuming from /workspace/checkpoints/checkpoint-" in logs
