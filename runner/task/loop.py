@@ -221,6 +221,7 @@ class _Loop:
                     every.kind == "steps" and self.pos.step % int(every.value) == 0) or (
                     every.kind in ("seconds", "auto") and time.monotonic() - last_save >= interval)
                 if due and (every.kind == "steps" or epoch_end or not writer.busy()):
+                    self._log_checkpoint()
                     stall = writer.submit(self.pos.step, self._state(), self._meta("running"))
                     log.info("checkpoint at step %d handed to the %s writer (loop stalled %.1f ms)",
                              self.pos.step, writer.mode, stall * 1000)
@@ -240,6 +241,13 @@ class _Loop:
                     break
         return None
 
+    def _log_checkpoint(self) -> None:
+        """Keep (time, step) of this attempt's checkpoints for the report's timeline, thinned past 200."""
+        marks = self.timing.setdefault("checkpoint_log", [])
+        marks.append([round(time.time(), 3), self.pos.step])
+        if len(marks) > 200:
+            del marks[1:-1:2]
+
     def _auto_interval(self, current: float, cost_s: float, mtbf: float, coverage: float) -> float:
         chosen = auto_interval(cost_s, mtbf, coverage)
         self.timing.update(checkpoint_cost_s=round(cost_s, 6), interval_s=round(chosen, 3))
@@ -251,6 +259,8 @@ class _Loop:
     def _parachute(self, writer: CheckpointWriter, notices: NoticeWatcher, notice: Notice) -> int:
         log.warning("preemption notice from %s%s: saving step %d and stopping", notice.source,
                     f" ({notice.detail})" if notice.detail else "", self.pos.step)
+        self.timing.update(notice_at=round(time.time() - (time.monotonic() - notice.received_at), 3),
+                           notice_source=notice.source)
         try:
             writer.submit(self.pos.step, self._state(), self._meta("preempted"), urgent=True)
             writer.flush()
