@@ -25,7 +25,13 @@ RUN set -eu; \
     rm -rf /src
 
 ENV TOKENIZERS_PARALLELISM=false
+# A non-root user (uid:gid 1000:1000) owns /workspace and runs the task. Numeric, so a runner
+# started by root can hand a file:// checkpoint folder to it; /workspace is writable by any uid
+# (sticky, like /tmp) for a runner started by another user, which runs the container as itself.
+RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin runner \
+    && mkdir -p /workspace && chown 1000:1000 /workspace && chmod 1777 /workspace
 WORKDIR /workspace
+USER 1000:1000
 LABEL org.opencontainers.image.title="runner-bert" \
       org.opencontainers.image.description="spot-runner task: BERT-style text classification fine-tuning that resumes from RUNNER_CHECKPOINT_URI" \
       org.spot-runner.task="bert"

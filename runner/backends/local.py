@@ -5,6 +5,13 @@ Every container is named ``spot-runner-<key>`` and labelled (``spot-runner.manag
 A ``file://`` checkpoint folder is bind-mounted at the same path inside the container, so the
 URI means the same thing on both sides. Images are never pulled: a missing image is an error.
 
+A container gets only what its attempt needs: its ``file://`` checkpoint folder (nothing else is
+mounted; never the Docker socket), no extra privileges, the default network unless the spec's
+``local.network`` names one. It runs as the image's user (the task images run as uid 1000): a
+runner started by root hands the checkpoint folder over to that uid:gid (``chown``, the folder
+only, not its parents); a runner started by another user runs the container as that user's
+uid:gid instead, so the files it writes stay the user's.
+
 One pure function, :func:`classify`, maps a ``docker inspect`` State onto :class:`AttemptState`.
 The engine cannot tell a preemption from any other SIGKILL, so :meth:`LocalBackend.preempt` and
 :meth:`LocalBackend.cancel` leave a marker file under ``<home>/local/`` before acting; the
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import time
@@ -126,13 +134,13 @@ class LocalBackend(Backend):
         spec = sub.spec
         name = NAME_PREFIX + sub.key
         try:
-            self.client.api.inspect_image(spec.image)
+            image = self.client.api.inspect_image(spec.image)
         except NotFound:
             raise SubmitError(f"image {spec.image} not found locally: run `make image` "
                               f"or docker pull {spec.image}") from None
         except _ENGINE_ERRORS as exc:
             raise SubmitError(_engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
-        options = self._run_options(sub)
+        options = self._run_options(sub, str((image.get("Config") or {}).get("User") or ""))
         try:
             container = self.client.containers.create(spec.image, name=name, **options)
         except APIError as exc:
@@ -152,8 +160,8 @@ class LocalBackend(Backend):
         log.debug("started %s (%s) from %s", name, container.id[:12], spec.image)
         return str(container.id)
 
-    def _run_options(self, sub: Submission) -> dict[str, Any]:
-        """Return the keyword arguments for ``containers.create``."""
+    def _run_options(self, sub: Submission, image_user: str = "") -> dict[str, Any]:
+        """Return the keyword arguments for ``containers.create`` (``image_user``: the image's USER)."""
         spec, res = sub.spec, sub.spec.resources
         env = dict(sub.env)
         options: dict[str, Any] = {
@@ -194,10 +202,33 @@ class LocalBackend(Backend):
             except OSError as exc:
                 raise SubmitError(f"cannot create the checkpoint folder {folder}: {exc.strerror}; "
                                   "fix checkpoint.uri or the folder's permissions") from exc
+            self._hand_over(folder, image_user, spec.image)
             options["volumes"] = {folder: {"bind": folder, "mode": "rw"}}
+        if os.geteuid() != 0:  # run as the invoking user: the files it writes stay theirs
+            options["user"] = f"{os.geteuid()}:{os.getegid()}"
         if spec.local is not None and spec.local.network:
             options["network"] = spec.local.network
         return options
+
+    def _hand_over(self, folder: str, image_user: str, image: str) -> None:
+        """Make a root runner's checkpoint folder writable by the image's non-root uid:gid."""
+        if os.geteuid() != 0:
+            return
+        owner = _numeric_user(image_user)
+        if owner is None:
+            self._warn_once("user", f"{image} runs as user {image_user!r}: give its USER as uid:gid "
+                                    "so the runner can hand it the checkpoint folder")
+            return
+        if owner == (0, 0):
+            return
+        try:
+            for path in _tree(Path(folder)):
+                st = path.lstat()
+                if (st.st_uid, st.st_gid) != owner:
+                    os.lchown(path, *owner)
+        except OSError as exc:
+            raise SubmitError(f"cannot hand the checkpoint folder {folder} to uid:gid "
+                              f"{owner[0]}:{owner[1]} of {image}: {exc.strerror}") from exc
 
     def _host_info(self) -> dict[str, Any]:
         """Return the engine host's CPUs, memory and runtimes (asked once)."""
@@ -386,6 +417,24 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _numeric_user(user: str) -> tuple[int, int] | None:
+    """Return (uid, gid) of a Docker USER value: '' is root, 'uid' is uid:uid; None for names."""
+    if user in ("", "root", "root:root"):
+        return (0, 0)
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return None
+    return (int(uid), int(gid or uid))
+
+
+def _tree(folder: Path) -> Iterator[Path]:
+    """Yield a folder and everything under it, without following symbolic links."""
+    yield folder
+    for dirpath, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            yield Path(dirpath) / name
 
 
 def _epoch(text: Any) -> float | None:

@@ -150,6 +150,9 @@ def start_task(docker_containers: Callable[..., Any]) -> Callable[..., Run]:
 
     def start(folder: Path, args: list[str], *, mode: str = "rw", **kwargs: Any) -> Run:
         folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # the image runs as uid 1000, as the local backend arranges it
+            for path in [folder, *folder.rglob("*")]:
+                os.lchown(path, 1000, 1000)
         env = {"RUNNER_CHECKPOINT_URI": "file:///checkpoints", **OMP_ENV, **kwargs.pop("environment", {})}
         container = docker_containers(
             CIFAR_IMAGE, args, environment=env,

@@ -12,6 +12,7 @@ Each run is a fresh container of ``localhost/runner-imagenet:latest`` or
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -72,6 +73,9 @@ class Run:
 
     def __init__(self, client: Any, image: str, folder: Path, args: list[str]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:  # the image runs as uid 1000, as the local backend arranges it
+            for path in [folder, *folder.rglob("*")]:
+                os.lchown(path, 1000, 1000)
         self.container = client.containers.run(
             image, args, detach=True, environment=ENV, labels={LABEL: SESSION}, network_disabled=True,
             volumes={str(folder): {"bind": "/checkpoints", "mode": "rw"}})

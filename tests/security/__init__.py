@@ -1,0 +1,1 @@
+"""Security tests: credentials, isolation, hostile input."""
