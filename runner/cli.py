@@ -408,6 +408,59 @@ def prices(
     out.print(listing)
 
 
+@app.command()
+def report(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(
+        help="jobs to report on (default: a summary of every job in the ledger)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out", help="folder for the files (default: $RUNNER_HOME/reports)")] = None,
+) -> None:
+    """Write <job>.png and <job>.html per job (timeline of attempts, preemptions, notices, checkpoints,
+    progress; cost table), or summary.png and summary.html for all jobs. Needs matplotlib (the report extra)."""
+    from runner.report import write_reports
+
+    try:
+        with _ledger() as ledger:
+            paths = write_reports(job_ids or [], out_dir or data_dir() / "reports", ledger)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    for path in paths:
+        out.print(f"wrote {path}", markup=False)
+
+
+@app.command()
+def simulate(
+    job_id: Annotated[Optional[str], typer.Argument(help="a job whose measured step time, checkpoint cost and "
+                                                         "startup are replayed; omit to give --work etc.")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="mean time between preemptions, e.g. 1h (default: this "
+                                                     "ledger's estimate for the job's machine)")] = None,
+    schedule: Annotated[Optional[Path], typer.Option(help="file of preemption times, seconds since start, one per line")] = None,
+    coverage: Annotated[Optional[float], typer.Option(help="share of preemptions with a usable notice, 0..1")] = None,
+    intervals: Annotated[Optional[str], typer.Option(help="checkpoint intervals to compare, e.g. 1m,5m,15m,1h")] = None,
+    trials: Annotated[int, typer.Option(min=1, max=100_000, help="simulated runs per interval")] = 200,
+    work: Annotated[Optional[str], typer.Option(help="compute time of the whole job, e.g. 10h")] = None,
+    checkpoint_cost: Annotated[Optional[str], typer.Option(help="time lost per checkpoint, e.g. 20s")] = None,
+    startup: Annotated[Optional[str], typer.Option(help="machine start to first step, e.g. 90s")] = None,
+    resubmit: Annotated[Optional[str], typer.Option(help="preemption to the next machine's start, e.g. 30s")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="price the run as this spec's machine")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the preemption draws")] = 0,
+) -> None:
+    """Predict completion time, spend and v for several checkpoint intervals, the auto one among them."""
+    from runner.cost.simulate_cli import run_simulation
+
+    try:
+        with _ledger() as ledger:
+            table, lines = run_simulation(ledger, job_id=job_id, mean=mean, schedule=schedule, coverage=coverage,
+                                          intervals=intervals, trials=trials, work=work,
+                                          checkpoint_cost=checkpoint_cost, startup=startup, resubmit=resubmit,
+                                          spec_file=spec_file, seed=seed)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    for line in lines:
+        out.print(line, markup=False)
+    out.print(table)
+
+
 @app.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 def exec_command(
     command: Annotated[list[str], typer.Argument(help="the training command, after --")],

@@ -1,0 +1,123 @@
+"""The inputs and the table of ``runner simulate``; the replay itself is :mod:`runner.cost.simulate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from runner.cost.interval import PRIOR_MTBF_S, estimate_from_ledger
+from runner.cost.simulate import Preemptions, Workload, auto_for, compare, load_schedule, workload_from_job
+from runner.errors import SpecError
+from runner.ledger import Ledger
+from runner.task.context import parse_duration
+
+
+def _seconds(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise SpecError(f"--{flag} {text!r}: not a duration; use a duration such as 90s, 5m or 1h") from None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def _interval(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def run_simulation(ledger: Ledger, *, job_id: str | None, mean: str | None, schedule: Path | None,
+                   coverage: float | None, intervals: str | None, trials: int, work: str | None,
+                   checkpoint_cost: str | None, startup: str | None, resubmit: str | None,
+                   spec_file: Path | None, seed: int) -> tuple[Table, list[str]]:
+    """Gather the workload, the preemption process and the price; replay; return the table and notes."""
+    from runner.cost.prices import price_for_spec
+    from runner.spec import load_spec
+    from runner.summary import read_progress
+
+    if mean is not None and schedule is not None:
+        raise SpecError("--mean and --schedule: give one preemption process, not both")
+    if coverage is not None and not 0.0 <= coverage <= 1.0:
+        raise SpecError(f"--coverage {coverage}: a share of preemptions, between 0 and 1")
+    spec = load_spec(spec_file) if spec_file is not None else None
+    measured = None
+    source = "given"
+    if job_id is not None:
+        job = ledger.get_job(job_id)
+        spec = spec or job.spec()
+        attempts = ledger.attempts(job.id)
+        given = None not in (work, checkpoint_cost, startup, resubmit)
+        if not given:
+            measured = workload_from_job(job, attempts, read_progress(job))
+            source = f"measured on job {job.id}"
+    elif work is None:
+        raise SpecError("runner simulate: name a job to replay, or give its --work (e.g. --work 10h)")
+    base = measured or Workload(work_s=1.0, checkpoint_cost_s=0.0)
+    w = Workload(
+        work_s=_pick(_seconds("work", work), base.work_s),
+        checkpoint_cost_s=_pick(_seconds("checkpoint-cost", checkpoint_cost), base.checkpoint_cost_s),
+        startup_s=_pick(_seconds("startup", startup), base.startup_s),
+        resubmit_s=_pick(_seconds("resubmit", resubmit), base.resubmit_s))
+    notes = [f"workload ({source}): {_hours(w.work_s)} of compute, checkpoint cost {w.checkpoint_cost_s:.3f} s, "
+             f"startup {w.startup_s:.1f} s, resubmit {w.resubmit_s:.1f} s"]
+
+    estimate = estimate_from_ledger(ledger, spec) if spec is not None else None
+    if schedule is not None:
+        times = load_schedule(schedule)
+        process = Preemptions(schedule=times, notice_coverage=coverage or 0.0)
+        what = f"{len(times)} preemptions from {schedule}"
+        trials_used = 1
+    else:
+        mean_s = _seconds("mean", mean) if mean is not None else (estimate.mtbf_s if estimate else PRIOR_MTBF_S)
+        if not mean_s:
+            raise SpecError("--mean: must be longer than 0 s, e.g. --mean 1h")
+        cov = coverage if coverage is not None else (estimate.coverage if estimate and mean is None else 0.0)
+        process = Preemptions(mean_s=mean_s, notice_coverage=cov)
+        origin = "given" if mean is not None else (f"this ledger: {estimate.describe()}" if estimate else "the prior")
+        what = f"exponential, mean {_hours(mean_s)} ({origin})"
+        trials_used = trials
+    notes.append(f"preemptions: {what}; notice coverage {process.notice_coverage:.2f}; {trials_used} trial(s)")
+
+    price = None
+    if spec is not None:
+        price = price_for_spec(spec, live=False)
+    notes.append(f"price: {price.machine} spot {price.spot_per_hour}/h, on demand {price.on_demand_per_hour}/h "
+                 f"{price.currency} ({price.source}, {price.date})" if price else
+                 "price: none (name a job or --spec whose machine has a price to see spend and v)")
+
+    auto = auto_for(w, process)
+    if intervals:
+        chosen = [_seconds("intervals", part.strip()) or 0.0 for part in intervals.split(",") if part.strip()]
+    else:
+        chosen = [auto * f for f in (0.25, 0.5, 2.0, 4.0)]
+        every = spec.checkpoint.every if spec is not None else None
+        if isinstance(every, str) and every not in ("auto", "epoch"):
+            chosen.append(parse_duration(every))
+    rows = compare(w, process, chosen, trials=trials_used, seed=seed, price=price)
+    best = min(rows, key=lambda o: o.completion_s)
+    notes.append(f"auto interval: {_interval(auto)} (Young-Daly from the checkpoint cost and the preemption rate)")
+
+    currency = price.currency if price else ""
+    table = Table(box=None)
+    for col in ("interval", "", "completion", "p90", "preemptions", "machine", "spend", "on demand", "v", "goodput"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("interval", "") else "right")
+    for o in rows:
+        mark = " ".join(m for m, on in (("auto", o.auto), ("best", o is best)) if on)
+        table.add_row(_interval(o.interval_s), mark, _hours(o.completion_s), _hours(o.completion_p90_s),
+                      f"{o.preemptions:.1f}", _hours(o.machine_s), _money(o.spend, currency),
+                      _money(o.on_demand_cost, currency), "-" if o.value_ratio is None else f"{o.value_ratio:.2f}",
+                      f"{o.goodput:.3f}")
+    return table, notes
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _money(amount: Any, currency: str) -> str:
+    return "-" if amount is None else f"{amount:.2f} {currency}".strip()
