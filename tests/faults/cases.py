@@ -1,0 +1,496 @@
+"""The fault cases of ``benchmarks/faults.py``: each a function of a FaultContext returning table rows.
+
+A trial that goes wrong is counted as a loss, with its first reason kept for the notes; a case
+never raises for a loss. What "the newest committed step" is comes from :func:`newest_committed`,
+an oracle that reads manifests and checks sha256 without deleting anything, independently of
+``checkpoint.load_latest`` (the code under test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.faults import CaseUnavailable, FaultContext, Row
+from runner.errors import CorruptCheckpoint, RunnerError, StoreError
+from runner.stores import open_store
+from runner.stores.base import Store
+from runner.stores.cloud import RetryPolicy
+from runner.task import checkpoint as ck
+from runner.task import manifest as mf
+from runner.task.writer import CheckpointWriter
+from tests.conftest import SMALL_CIFAR, TaskProcess, final_sha, task_env
+from tests.faults.proxy import FaultProxy
+from tests.faults.servers import create_bucket, env_for, environ
+from tests.integration.test_store_contract import _writer_child, state_for
+
+CLOUDS = ("s3", "gs", "az")
+FAST_RETRY = RetryPolicy(attempts=6, initial=0.01, max_wait=0.05)
+_RESUME = re.compile(r"resuming \w+ from step (\d+)")
+_NOTICE = re.compile(r"preemption notice from .*: saving step (\d+)")
+
+
+class Tally:
+    """Trials and losses of one row, with the first few reasons for the notes."""
+
+    def __init__(self, case: str) -> None:
+        self.case, self.trials, self.losses, self.reasons = case, 0, 0, []  # type: ignore[var-annotated]
+        self.facts: dict[str, int] = {}
+
+    def trial(self) -> None:
+        self.trials += 1
+
+    def loss(self, reason: str) -> None:
+        self.losses += 1
+        if len(self.reasons) < 3:
+            self.reasons.append(" ".join(reason.split())[:160])
+
+    def count(self, fact: str, n: int = 1) -> None:
+        self.facts[fact] = self.facts.get(fact, 0) + n
+
+    def row(self, notes: str = "") -> Row:
+        parts = [notes] if notes else []
+        parts += [f"{k} {v}" for k, v in self.facts.items()]
+        parts += [f"LOST: {r}" for r in self.reasons]
+        return Row(self.case, self.trials, self.losses, "; ".join(parts))
+
+
+def newest_committed(store: Store) -> int:
+    """Return the highest step whose manifest exists and whose files match it (0 if none); read only."""
+    for step in mf.list_steps(store).newest_first():
+        prefix = mf.step_prefix(step)
+        try:
+            manifest = mf.read_manifest(store, prefix)
+            for name in manifest["files"]:
+                mf.read_verified(store, prefix, manifest, name)
+        except (FileNotFoundError, CorruptCheckpoint):
+            continue
+        return step
+    return 0
+
+
+def partial_steps(store: Store) -> list[int]:
+    """Return the steps that hold keys but no manifest."""
+    return sorted(s for s, keys in mf.list_steps(store).steps.items()
+                  if not any(k.endswith("/" + mf.MANIFEST) for k in keys))
+
+
+def _one_line_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, RunnerError) and bool(text) and "\n" not in text and "Traceback" not in text
+
+
+# -- SIGKILL of a process committing steps -------------------------------------------------------
+def _kill_writer(uri: str, numel: int, sleep: float) -> int:
+    """Fork a child committing steps 1, 2, ... to ``uri``; SIGKILL it after ``sleep``; return the last printed."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        os.close(read_fd)
+        os.dup2(write_fd, 1)
+        try:
+            _writer_child(uri, numel)
+        finally:
+            os._exit(1)
+    os.close(write_fd)
+    time.sleep(sleep)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd) as fh:
+        printed = [int(x) for x in fh.read().split()]
+    return printed[-1] if printed else 0
+
+
+def _sigkill_row(case: str, base_uri: str, trials: int, rng: Any, sizes: list[int], sleep: tuple[float, float]) -> Row:
+    tally = Tally(case)
+    for trial in range(trials):
+        uri = f"{base_uri}/t{trial}"
+        numel = rng.choice(sizes)
+        last = _kill_writer(uri, numel, rng.uniform(*sleep))
+        tally.trial()
+        try:
+            store = open_store(uri)
+            if partial_steps(store):
+                tally.count("killed mid-commit")
+            oracle = newest_committed(store)
+            loaded = ck.load_latest(store)
+            step = loaded.step if loaded else 0
+            # The kill may land after a commit and before its line was printed: N or N+1.
+            if step != oracle or step not in (last, last + 1):
+                tally.loss(f"trial {trial}: loaded {step}, newest committed {oracle}, printed {last}")
+            elif loaded is not None and not torch.equal(loaded.state["w"], torch.full((numel,), float(step))):
+                tally.loss(f"trial {trial}: step {step} holds other values")
+            elif partial_steps(store):
+                tally.loss(f"trial {trial}: partial steps {partial_steps(store)} left after the load")
+        except Exception as exc:  # noqa: BLE001 - an escaped error is a loss
+            tally.loss(f"trial {trial}: {type(exc).__name__}: {exc}")
+    return tally.row(f"state {min(sizes) * 4 / 1e6:.1f}-{max(sizes) * 4 / 1e6:.1f} MB, kill after "
+                     f"{sleep[0]}-{sleep[1]} s")
+
+
+def sigkill_writer(ctx: FaultContext) -> list[Row]:
+    """SIGKILL a process that commits steps, at random instants (mid-persist, mid-upload)."""
+    rows = [_sigkill_row("sigkill mid-persist, file://", f"file://{ctx.workdir}/sigkill-file",
+                         30 if ctx.quick else 100, ctx.rng("sigkill-file"), [200_000, 1_000_000], (0.0, 0.3))]
+    for kind in CLOUDS:
+        server = ctx.emulator(kind)
+        bucket = create_bucket(kind, server.env)
+        with environ(server.env):
+            rows.append(_sigkill_row(f"sigkill mid-upload, {kind}://", f"{kind}://{bucket}/j",
+                                     6 if ctx.quick else 20, ctx.rng(f"sigkill-{kind}"),
+                                     [200_000, 1_000_000, 3_000_000], (0.2, 1.5)))
+    return rows
+
+
+# -- SIGKILL of the CIFAR task -----------------------------------------------------------------
+_REFERENCE: dict[tuple[str, ...], str] = {}
+
+
+def reference_sha(args: list[str], workdir: Path) -> str:
+    """The final weights' sha256 of an uninterrupted run with ``args`` (computed once)."""
+    key = tuple(args)
+    if key not in _REFERENCE:
+        folder = workdir / f"reference-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True)
+        proc = TaskProcess(args, task_env(f"file://{folder}/ck"), folder)
+        if proc.finish(600) != 0:
+            raise RuntimeError(f"the reference run failed:\n{proc.output[-2000:]}")
+        _REFERENCE[key] = final_sha(folder / "ck")
+    return _REFERENCE[key]
+
+
+def _start_attempt(args: list[str], env: dict[str, str], cwd: Path) -> tuple[TaskProcess, int]:
+    """Start an attempt; return it and the step it resumed from (0: from scratch)."""
+    proc = TaskProcess(args, env, cwd)
+    line = proc.wait_for(lambda line: "resuming " in line or "from scratch" in line, timeout=180)
+    m = _RESUME.search(line)
+    return proc, int(m.group(1)) if m else 0
+
+
+def sigkill_task(ctx: FaultContext) -> list[Row]:
+    """SIGKILL the CIFAR task again and again (half the kills just after a checkpoint hand-off, so
+    inside the forked writer's persist); each next attempt must resume from the newest committed step,
+    and the last one must end with the uninterrupted run's weights."""
+    kills = 5 if ctx.quick else 20
+    args = [*SMALL_CIFAR]
+    args[args.index("--epochs") + 1] = "2" if ctx.quick else "4"
+    rng = ctx.rng("sigkill-task")
+    folder = ctx.workdir / "sigkill-task"
+    folder.mkdir()
+    uri = f"file://{folder}/ck"
+    env = task_env(uri, RUNNER_CHECKPOINT_EVERY="10")
+    tally = Tally("sigkill the task, file:// (fork writer)")
+    store = open_store(uri)
+    reference = reference_sha(args, ctx.workdir)
+    done = False
+    for _ in range(kills + 30):  # a kill before any progress is still a trial; give up eventually
+        oracle = newest_committed(store)
+        proc, resumed = _start_attempt(args, env, folder)
+        if tally.trials >= kills:
+            break
+        if resumed != oracle:
+            tally.loss(f"resumed from {resumed}, the newest committed step is {oracle}")
+        try:
+            if rng.random() < 0.5:  # inside the writer's persist
+                proc.wait_for(lambda line: "handed to the" in line, timeout=120)
+                time.sleep(rng.uniform(0.0, 0.05))
+                tally.count("kills just after a hand-off")
+            else:
+                proc.wait_step(resumed + rng.randint(1, 30))
+                time.sleep(rng.uniform(0.0, 0.1))
+        except AssertionError:  # it finished before the kill
+            done = proc.finish() == 0
+            break
+        proc.signal(signal.SIGKILL)
+        proc.finish()
+        tally.trial()
+    else:
+        raise RuntimeError("the task made no progress under the kills")
+    if not done:
+        oracle = newest_committed(store)
+        code = proc.finish(600)
+        if code != 0 or "Traceback" in proc.output:
+            tally.loss(f"the last attempt exited {code}: {proc.output[-300:]}")
+    try:
+        sha = final_sha(folder / "ck")
+        if sha != reference:
+            tally.loss(f"final sha256 {sha[:12]} differs from the uninterrupted run's {reference[:12]}")
+    except (OSError, KeyError, ValueError) as exc:
+        tally.loss(f"no final result: {exc}")
+    return [tally.row(f"then resumed to the end: same sha256 as uninterrupted ({'2' if ctx.quick else '4'} epochs)")]
+
+
+# -- store faults through the proxy ---------------------------------------------------------------
+def store_faults(ctx: FaultContext) -> list[Row]:
+    """5xx, 429, SlowDown, resets, truncated bodies and late 500s on every request to each emulator."""
+    rows = []
+    trials = 4 if ctx.quick else 20
+    for kind in CLOUDS:
+        server = ctx.emulator(kind)
+        bucket = create_bucket(kind, server.env)
+        tally = Tally(f"store faults, {kind}:// (proxy)")
+        rng = ctx.rng(f"store-{kind}")
+        requests = 0
+        with FaultProxy(server.url, seed=rng.randrange(1 << 30), rate=0.3, max_in_row=2) as proxy:
+            for trial in range(trials):
+                uri = f"{kind}://{bucket}/t{trial}"
+                # every 4th trial: 10 MB states (a multipart upload on S3, chunked on Azure)
+                numel = 2_600_000 if trial % 4 == 3 else rng.choice([1000, 100_000])
+                tally.trial()
+                try:
+                    with environ(env_for(kind, proxy.url)):
+                        faulty = open_store(uri)
+                        faulty.retry = FAST_RETRY  # type: ignore[attr-defined]
+                        for step in range(1, 5):
+                            ck.write_step(faulty, step, state_for(step, numel),
+                                          {"epoch": 0, "progress": {"step": step}}, keep=2)
+                        loaded = ck.load_latest(faulty)
+                    with environ(server.env):
+                        clean = open_store(uri)
+                        oracle = newest_committed(clean)
+                        if loaded is None or loaded.step != 4 or oracle != 4:
+                            tally.loss(f"trial {trial}: loaded {loaded and loaded.step}, committed {oracle}")
+                        elif not torch.equal(loaded.state["w"], torch.full((numel,), 4.0)):
+                            tally.loss(f"trial {trial}: step 4 holds other values")
+                        elif partial_steps(clean) or sorted(mf.list_steps(clean).steps) != [3, 4]:
+                            tally.loss(f"trial {trial}: steps left {sorted(mf.list_steps(clean).steps)}")
+                except Exception as exc:  # noqa: BLE001 - any escaped error is a loss
+                    tally.loss(f"trial {trial}: {type(exc).__name__}: {exc}")
+            requests = proxy.requests
+            injected = proxy.summary()
+        rows.append(tally.row(f"{requests} requests, 30% faulted, at most 2 in a row: {injected}"))
+    return rows
+
+
+# -- disk full -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def tmpfs(path: Path, size_kb: int) -> Iterator[Path]:
+    """Mount a tmpfs of ``size_kb`` at ``path``; CaseUnavailable when this machine cannot."""
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise CaseUnavailable(f"cannot mount a tmpfs (needs root): {out.stderr.strip()[:120]}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def disk_full(ctx: FaultContext) -> list[Row]:
+    """Fill the checkpoint filesystem (a small tmpfs) during a commit, with each writer and in the task."""
+    writers = Tally("disk full during a commit (sync/thread/fork writers)")
+    rounds = 2 if ctx.quick else 6
+    for i in range(rounds * 3):
+        mode = ("sync", "thread", "fork")[i % 3]
+        with tmpfs(ctx.workdir / f"full-{i}", 1024) as mount:
+            uri = f"file://{mount}/ck"
+            writers.trial()
+            try:
+                writer = CheckpointWriter(uri, keep=3, mode=mode)
+                writer.submit(1, state_for(1, 50_000), {"epoch": 0, "progress": {"step": 1}})
+                writer.flush()
+                big = 150_000 + 50_000 * (i % 4)  # 0.6-1.2 MB more: it cannot fit
+                error: BaseException | None = None
+                try:
+                    writer.submit(2, state_for(2, big), {"epoch": 0, "progress": {"step": 2}})
+                    writer.flush()
+                except Exception as exc:  # noqa: BLE001 - judged below
+                    error = exc
+                store = open_store(uri)
+                loaded = ck.load_latest(store)
+                leftovers = [k for k in store.list() if k.endswith(".tmp")]
+                if error is None:
+                    writers.loss(f"{mode}: a step bigger than the disk was committed without an error")
+                elif not (_one_line_error(error) and "No space left" in str(error)):
+                    writers.loss(f"{mode}: unclear error {type(error).__name__}: {error}")
+                elif loaded is None or loaded.step != 1 or not torch.equal(loaded.state["w"], torch.full((50_000,), 1.0)):
+                    writers.loss(f"{mode}: the previous step is not intact ({loaded and loaded.step})")
+                elif leftovers or partial_steps(store):
+                    writers.loss(f"{mode}: leftovers {leftovers or partial_steps(store)}")
+                else:  # space is back (the failed write cleaned up): the next commit works
+                    writer.submit(3, state_for(3, 50_000), {"epoch": 0, "progress": {"step": 3}})
+                    writer.flush()
+                    if newest_committed(store) != 3:
+                        writers.loss(f"{mode}: no commit after the disk-full error")
+            except Exception as exc:  # noqa: BLE001
+                writers.loss(f"{mode}: {type(exc).__name__}: {exc}")
+    task = Tally("disk full in the CIFAR task (file://)")
+    seen_error = ""
+    for i in range(1 if ctx.quick else 3):
+        folder = ctx.workdir / f"full-task-{i}"
+        with tmpfs(folder / "mnt", 700 + 100 * i) as mount:  # one checkpoint (~370 KB) fits, not two
+            task.trial()
+            uri = f"file://{mount}/ck"
+            proc = TaskProcess(SMALL_CIFAR, task_env(uri, RUNNER_CHECKPOINT_EVERY="10"), folder)
+            code = proc.finish(300)
+            errors = [line for line in proc.lines if "ERROR" in line]
+            store = open_store(uri)
+            committed = newest_committed(store)
+            if code in (0, 75) or "Traceback" in proc.output:
+                task.loss(f"exit {code}: {proc.output[-300:]}")
+            elif not errors or "No space left" not in errors[-1]:
+                task.loss(f"no clear error line: {proc.output[-300:]}")
+            elif committed < 10 or (ck.load_latest(store) or ck.Loaded(0, {}, {})).step != committed:
+                task.loss(f"the previous step is not loadable (newest committed {committed})")
+            else:
+                task.count(f"exit {code} with one error line")
+                seen_error = errors[-1].split("ERROR", 1)[-1].strip()
+    notes = "tmpfs of 700-900 KB" + (f", e.g. '{seen_error[:110]}'" if seen_error else "")
+    return [writers.row("1 MB tmpfs, step 2 needs more"), task.row(notes)]
+
+
+# -- a notice while a checkpoint is being written --------------------------------------------------
+def notice_during_persist(ctx: FaultContext) -> list[Row]:
+    """Deliver a notice (halt file or SIGTERM) while the forked writer's upload is held by the proxy."""
+    server = ctx.emulator("s3")
+    bucket = create_bucket("s3", server.env)
+    tally = Tally("notice while a checkpoint uploads (s3:// via a slow proxy)")
+    trials = 2 if ctx.quick else 6
+    for trial in range(trials):
+        in_flight = threading.Event()
+
+        def seen(method: str, path: str, in_flight: threading.Event = in_flight) -> None:
+            if method == "PUT" and path.split("?")[0].endswith("/state.pt"):
+                in_flight.set()
+
+        with FaultProxy(server.url, delay=1.5, on_request=seen,
+                        delay_match=lambda m, p: m == "PUT" and p.split("?")[0].endswith("/state.pt")) as proxy:
+            folder = ctx.workdir / f"notice-{trial}"
+            folder.mkdir()
+            uri = f"s3://{bucket}/n{trial}"
+            halt = folder / "halt"
+            env = task_env(uri, RUNNER_CHECKPOINT_EVERY="10", RUNNER_HALT_FILE=str(halt),
+                           **env_for("s3", proxy.url))
+            kind = ("halt", "sigterm")[trial % 2]
+            tally.trial()
+            proc = TaskProcess(SMALL_CIFAR, env, folder)
+            if not in_flight.wait(120):
+                tally.loss(f"trial {trial}: no upload seen: {proc.output[-200:]}")
+                proc.proc.kill()
+                continue
+            time.sleep(0.1 * (trial % 3))
+            if kind == "halt":
+                halt.touch()
+            else:
+                proc.signal(signal.SIGTERM)
+            code = proc.finish(120)
+            m = _NOTICE.search(proc.output)
+            with environ(server.env):
+                store = open_store(uri)
+                committed = newest_committed(store)
+                loaded = ck.load_latest(store)
+            if code != 75 or "Traceback" in proc.output or m is None:
+                tally.loss(f"trial {trial} ({kind}): exit {code}: {proc.output[-300:]}")
+            elif committed != int(m.group(1)) or loaded is None or loaded.step != committed:
+                tally.loss(f"trial {trial} ({kind}): notice at step {m.group(1)}, newest committed {committed}")
+            else:
+                tally.count(f"{kind}: exit 75 with the notice's step committed")
+    return [tally.row("every state.pt PUT held 1.5 s")]
+
+
+# -- metadata service faults -------------------------------------------------------------------
+class _BadMetadata(ThreadingHTTPServer):
+    daemon_threads = True
+    behaviour = "garbage"
+    requests = 0
+
+
+class _BadHandler(BaseHTTPRequestHandler):
+    server: _BadMetadata
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def handle(self) -> None:
+        self.server.requests += 1
+        if self.server.behaviour == "slow":
+            time.sleep(10)
+        if self.server.requests % 2:  # not even HTTP
+            with contextlib.suppress(OSError):
+                self.connection.recv(65536)
+                self.connection.sendall(os.urandom(64) + b"\r\n\r\n")
+            return
+        super().handle()
+
+    def do_GET(self) -> None:
+        body = os.urandom(48) + b'{"action": ' + os.urandom(8)
+        self.send_response(200)
+        self.send_header("Metadata-Flavor", "Google")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_GET
+
+
+@contextlib.contextmanager
+def bad_metadata(behaviour: str) -> Iterator[str]:
+    """Yield the URL of a metadata service that answers garbage, answers after 10 s, or refuses."""
+    if behaviour == "refuses":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        yield f"http://127.0.0.1:{port}"  # nobody listens there
+        return
+    server = _BadMetadata(("127.0.0.1", 0), _BadHandler)
+    server.behaviour = behaviour
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _timed_run(env: dict[str, str], folder: Path) -> tuple[TaskProcess, float]:
+    proc = TaskProcess(SMALL_CIFAR, env, folder)
+    proc.wait_for(lambda line: "from scratch" in line, timeout=180)
+    start = time.monotonic()
+    proc.finish(300)
+    return proc, time.monotonic() - start
+
+
+def metadata_faults(ctx: FaultContext) -> list[Row]:
+    """A metadata service that answers garbage, answers after 10 s, or refuses: training goes on."""
+    clouds = ("aws", "gcp", "azure")
+    behaviours = ("garbage", "slow", "refuses")
+    runs = [(clouds[i], b) for i, b in enumerate(behaviours)] if ctx.quick else \
+        [(c, b) for c in clouds for b in behaviours]
+    reference = reference_sha(SMALL_CIFAR, ctx.workdir)
+    base = ctx.workdir / "metadata-baseline"
+    base.mkdir()
+    _, baseline = _timed_run(task_env(f"file://{base}/ck"), base)
+    tally = Tally("metadata service: garbage, 10 s late, refused")
+    ratios = []
+    for cloud, behaviour in runs:
+        folder = ctx.workdir / f"metadata-{cloud}-{behaviour}"
+        folder.mkdir()
+        with bad_metadata(behaviour) as url:
+            tally.trial()
+            env = task_env(f"file://{folder}/ck", RUNNER_NOTICE=cloud, RUNNER_METADATA_URL=url)
+            proc, seconds = _timed_run(env, folder)
+        ratios.append(seconds / baseline)
+        code = proc.proc.returncode
+        if code != 0 or "Traceback" in proc.output:
+            tally.loss(f"{cloud}/{behaviour}: exit {code}: {proc.output[-300:]}")
+        elif final_sha(folder / "ck") != reference:
+            tally.loss(f"{cloud}/{behaviour}: other weights than without notices")
+        elif seconds > 2.0 * baseline + 2.0:
+            tally.loss(f"{cloud}/{behaviour}: training took {seconds:.1f} s against {baseline:.1f} s")
+    return [tally.row(f"{'3 runs' if ctx.quick else '3 clouds x 3'}: exit 0, same sha256 as without notices, "
+                      f"training time {min(ratios):.2f}-{max(ratios):.2f}x the run without notices")]
