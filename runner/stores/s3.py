@@ -41,6 +41,19 @@ def _client_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+class _KeepOpen:
+    """A file whose ``close()`` does nothing: the spool outlives each upload attempt."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+    def close(self) -> None:
+        pass
+
+
 class S3Store(ObjectStore):
     """Objects in an S3 bucket (or any S3-compatible service named by ``AWS_ENDPOINT_URL``)."""
 
@@ -57,7 +70,9 @@ class S3Store(ObjectStore):
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
 
     def _upload(self, name: str, fh: IO[bytes], size: int) -> None:
-        self.client.upload_fileobj(fh, self.bucket, name, Config=self.transfer)
+        # s3transfer closes the file it was given once a PUT ends, failed or not; a retry then
+        # needs it again, so it gets a view whose close() leaves the spool open.
+        self.client.upload_fileobj(_KeepOpen(fh), self.bucket, name, Config=self.transfer)
 
     def _download(self, name: str, fh: IO[bytes]) -> None:
         body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
