@@ -26,7 +26,9 @@ watcher that lost its lease mid-tick (paused, too slow) cannot start or end anyt
 Schema versions: 1 (jobs, attempts), 2 (leases). An older ledger is upgraded in place when it is
 opened; a newer one is refused.
 
-The stored spec is redacted: ``env`` values whose name looks like a secret read ``***``.
+The stored spec is redacted: ``env`` values whose name looks like a secret, or whose value does
+(an Azure ``AccountKey=``/``SharedAccessSignature=``, an AWS key id, a PEM private key, a URL with a
+password), read ``***``.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ SCHEMA_VERSION = 2
 LEASE_TTL = 30.0
 REDACTED = "***"
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_SECRET_VALUE = re.compile(r"AccountKey=|SharedAccessSignature=|sig=[A-Za-z0-9%+/=]{20,}|"
+                           r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|PRIVATE KEY-----|://[^/\s:@]+:[^/\s@]+@")
 _OPEN = tuple(s.value for s in AttemptState if not s.is_terminal())
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in _OPEN) + ")"
 
@@ -127,7 +131,8 @@ def default_path() -> Path:
 def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of a spec mapping whose secret-looking ``env`` values read ``***``."""
     env = spec.get("env") or {}
-    return {**spec, "env": {k: REDACTED if _SECRET_NAME.search(k) else v for k, v in env.items()}}
+    return {**spec, "env": {k: REDACTED if _SECRET_NAME.search(k) or _SECRET_VALUE.search(str(v)) else v
+                            for k, v in env.items()}}
 
 
 class AttemptStillOpen(LedgerError):
