@@ -17,7 +17,7 @@ Per request, the schedule (``random.Random(seed)``) picks "pass" or one fault:
   be idempotent).
 
 At most ``max_in_row`` faults come in a row, so a client retrying a few times always gets
-through. ``delay`` (seconds, with a ``delay_match`` predicate on method and path) slows the
+through; ``fault_match`` (method, path) limits the faults to some requests. ``delay`` (seconds, with a ``delay_match`` predicate on method and path) slows the
 matching requests down before they are forwarded, and ``on_request`` sees every request first.
 Host headers are forwarded unchanged, so URLs the emulator builds (resumable upload sessions)
 point back at the proxy. No TLS.
@@ -50,11 +50,13 @@ class FaultProxy:
     def __init__(self, upstream: str, seed: int = 0, rate: float = 0.0, faults: tuple[str, ...] = FAULTS,
                  max_in_row: int = 2, delay: float = 0.0,
                  delay_match: Callable[[str, str], bool] | None = None,
-                 on_request: Callable[[str, str], None] | None = None) -> None:
+                 on_request: Callable[[str, str], None] | None = None,
+                 fault_match: Callable[[str, str], bool] | None = None) -> None:
         parsed = urlparse(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.rate, self.faults, self.max_in_row = rate, faults, max_in_row
         self.delay, self.delay_match, self.on_request = delay, delay_match, on_request
+        self.fault_match = fault_match
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self._rng = random.Random(seed)
@@ -91,10 +93,12 @@ class FaultProxy:
             if delay is not None:
                 self.delay = delay
 
-    def choose(self) -> str:
+    def choose(self, method: str = "GET", path: str = "/") -> str:
         """Return the next request's fate: "pass" or a fault kind."""
         with self._lock:
             self.requests += 1
+            if self.fault_match is not None and not self.fault_match(method, path):
+                return "pass"
             if self._in_row < self.max_in_row and self._rng.random() < self.rate:
                 self._in_row += 1
                 fault = self._rng.choice(self.faults)
@@ -146,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if proxy.on_request is not None:
             proxy.on_request(self.command, self.path)
-        fault = proxy.choose()
+        fault = proxy.choose(self.command, self.path)
         if fault == "reset":
             self._reset()
             return
