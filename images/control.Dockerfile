@@ -1,4 +1,5 @@
-# The control plane in a container: the `runner` CLI and watcher, no torch (about 250 MB).
+# The control plane in a container: the `runner` CLI and watcher, no torch (about 415 MB, of which
+# matplotlib and numpy for `runner report` are 170 MB).
 # `docker compose up` runs it with the Docker socket mounted so it can start task containers
 # (siblings on the host's engine) and with the ledger on a volume.
 #
@@ -14,11 +15,12 @@ RUN set -eu; \
     python3 -m venv /opt/venv; \
     if ls /ctx/wheelhouse/*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            --no-index --find-links /ctx/wheelhouse /ctx; \
+            --no-index --find-links /ctx/wheelhouse "/ctx[report]"; \
     else \
-        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check /ctx; \
+        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "/ctx[report]"; \
     fi; \
-    /opt/venv/bin/runner --help >/dev/null
+    /opt/venv/bin/runner --help >/dev/null; \
+    /opt/venv/bin/python -c "import matplotlib"
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv

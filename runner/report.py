@@ -140,6 +140,8 @@ def _job_png(d: JobData) -> bytes:
         if isinstance(hist.get("notice_at"), (int, float)):
             lanes_ax.plot(x(hist["notice_at"]), lane + 0.45, marker="v", color="#e07b00", markersize=11,
                           markeredgecolor="black")
+            lanes_ax.text(x(hist["notice_at"]), lane + 0.45, f"notice ({hist.get('notice_source') or '?'})  ",
+                          ha="right", va="center", fontsize=9, parse_math=False)
         if end is not None:
             marker = {"PREEMPTED": ("X", "#d1495b"), "FAILED": ("s", "black"), "SUCCEEDED": ("*", "#2a9d55"),
                       "CANCELLED": ("o", "#555555")}.get(r["state"])
@@ -177,7 +179,7 @@ def _job_png(d: JobData) -> bytes:
         prog_ax.text(0.995, total_steps, f"total {total_steps} steps", va="bottom", ha="right", fontsize=10,
                      transform=prog_ax.get_yaxis_transform())
         prog_ax.set_ylim(0, total_steps * 1.12)
-    prog_ax.set_ylabel("step checkpointed", fontsize=11)
+    prog_ax.set_ylabel("training step (checkpointed)", fontsize=11)
     prog_ax.set_xlabel(f"time since submission ({unit})", fontsize=11)
     prog_ax.grid(alpha=0.3)
     prog_ax.set_xlim(left=0)

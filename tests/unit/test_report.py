@@ -212,3 +212,35 @@ def test_default_folder_is_under_runner_home(tmp_path: Path):
     proc = run_cli("report", job_id, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "reports" / f"{job_id}.png").exists() and (tmp_path / "reports" / f"{job_id}.html").exists()
+
+
+def test_without_matplotlib_it_says_how_to_install_it(tmp_path: Path):
+    job_id = make_job(tmp_path)
+    fake = tmp_path / "fake"  # a matplotlib that fails to import, first on the path
+    (fake / "matplotlib").mkdir(parents=True)
+    (fake / "matplotlib" / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    env = {**os.environ, "RUNNER_HOME": str(tmp_path), "PYTHONPATH": f"{fake}{os.pathsep}{ROOT}"}
+    proc = subprocess.run([sys.executable, "-m", "runner.cli", "report", job_id], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == ("error: runner report needs matplotlib: pip install 'spot-runner[report]' "
+                                   "(or pip install matplotlib)")
+    assert proc.stdout.strip() == "" and not (tmp_path / "reports").exists()
+    status = subprocess.run([sys.executable, "-m", "runner.cli", "status", job_id], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert status.returncode == 0, status.stderr  # the other commands never import it
+
+
+def test_a_long_history_is_capped_in_the_timeline_but_complete_in_the_table(tmp_path: Path, monkeypatch):
+    from runner import report
+
+    job_id = make_job(tmp_path, attempts=ATTEMPTS)
+    monkeypatch.setattr(report, "MAX_LANES", 2)
+    monkeypatch.setenv("RUNNER_HOME", str(tmp_path))
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        data = report.load_job(ledger, job_id)
+        paths = report.write_reports([job_id], tmp_path / "r", ledger)
+    assert data.lanes == [(0, 1), (0, 2)] and data.hidden == 1
+    page = paths[1].read_text()
+    assert "1 attempts are in the table, not the timeline" in page and "<td class=t>attempt 3</td>" in page
+    png_size(paths[0])
