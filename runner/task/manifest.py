@@ -44,6 +44,8 @@ class HashingWriter(io.RawIOBase):
         self.inner = inner
         self.sha = hashlib.sha256()
         self.size = 0
+        #: The store's own error (a full disk), kept because torch.save hides it in a RuntimeError.
+        self.error: OSError | None = None
 
     def writable(self) -> bool:
         return True
@@ -52,7 +54,11 @@ class HashingWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         self.sha.update(view)
         self.size += view.nbytes
-        self.inner.write(view)
+        try:
+            self.inner.write(view)
+        except OSError as exc:
+            self.error = exc
+            raise
         return view.nbytes
 
 
@@ -67,7 +73,12 @@ def commit(store: Store, prefix: str, files: Mapping[str, Writer], meta: Mapping
             raise ValueError(f"checkpoint file name {name!r} is not a plain file name")
         with store.open_write(f"{prefix}/{name}") as fh:
             hw = HashingWriter(fh)
-            write(hw)  # type: ignore[arg-type]
+            try:
+                write(hw)  # type: ignore[arg-type]
+            except Exception:
+                if hw.error is not None:  # "No space left on device", not torch's "enforce fail"
+                    raise hw.error from None
+                raise
         entries[name] = {"size": hw.size, "sha256": hw.sha.hexdigest()}
     manifest = {"format": FORMAT, **meta, "files": entries, "created_at": time.time()}
     store.write_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())

@@ -303,7 +303,7 @@ def disk_full(ctx: FaultContext) -> list[Row]:
                 writer = CheckpointWriter(uri, keep=3, mode=mode)
                 writer.submit(1, state_for(1, 50_000), {"epoch": 0, "progress": {"step": 1}})
                 writer.flush()
-                big = 150_000 + 50_000 * (i % 4)  # 0.6-1.2 MB more: it cannot fit
+                big = 300_000 + 50_000 * (i % 4)  # 1.2-1.8 MB: it cannot fit
                 error: BaseException | None = None
                 try:
                     writer.submit(2, state_for(2, big), {"epoch": 0, "progress": {"step": 2}})
@@ -348,7 +348,7 @@ def disk_full(ctx: FaultContext) -> list[Row]:
                 task.loss(f"the previous step is not loadable (newest committed {committed})")
             else:
                 task.count(f"exit {code} with one error line")
-                seen_error = errors[-1].split("ERROR", 1)[-1].strip()
+                seen_error = "... failed: " + errors[-1].split("failed: ", 1)[-1].strip()
     notes = "tmpfs of 700-900 KB" + (f", e.g. '{seen_error[:110]}'" if seen_error else "")
     return [writers.row("1 MB tmpfs, step 2 needs more"), task.row(notes)]
 

@@ -57,3 +57,34 @@ def test_regression_s3_multipart_part_failure_is_retried_alone(moto_server: Any,
     with environ(moto_server.env):
         back = open_store(f"s3://{bucket}/p").read_bytes("big.bin")
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+
+
+def test_regression_disk_full_error_says_no_space_not_torch_internals(tmp_path: Any) -> None:
+    """A full disk under torch.save read "RuntimeError: [enforce fail at inline_container.cc:672]"."""
+    from benchmarks.faults import CaseUnavailable
+    from runner.errors import StoreError
+    from runner.task import checkpoint as ck
+    from runner.task.writer import CheckpointWriter
+    from tests.faults.cases import tmpfs
+    from tests.integration.test_store_contract import state_for
+
+    for mode in ("sync", "fork"):
+        try:
+            mount_cm = tmpfs(tmp_path / mode, 512)
+            mount = mount_cm.__enter__()
+        except CaseUnavailable as exc:
+            if os.environ.get("RUNNER_REQUIRE_DOCKER") == "1":
+                pytest.fail(str(exc), pytrace=False)
+            pytest.skip(str(exc))
+        try:
+            writer = CheckpointWriter(f"file://{mount}/ck", keep=2, mode=mode)
+            writer.submit(1, state_for(1, 10_000), {"epoch": 0})
+            writer.flush()
+            with pytest.raises(StoreError, match=r"failed: No space left on device") as info:
+                writer.submit(2, state_for(2, 400_000), {"epoch": 0})
+                writer.flush()
+            assert "\n" not in str(info.value) and "enforce fail" not in str(info.value)
+            loaded = ck.load_latest(open_store(f"file://{mount}/ck"))
+            assert loaded is not None and loaded.step == 1
+        finally:
+            mount_cm.__exit__(None, None, None)
