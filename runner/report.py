@@ -35,6 +35,9 @@ BUCKET_LABELS = {"startup": "startup (machine start to first step)", "useful": "
                  "stall": "checkpoint stall (total)", "lost": "lost (after the last checkpoint)",
                  "other": "other (evaluation, exit, uncommitted)"}
 WAIT_COLOR = "#d9dee4"
+#: How an attempt's end is marked: state -> (marker, color, size).
+END_MARKERS = {"PREEMPTED": ("X", "#d1495b", 13), "FAILED": ("s", "black", 11), "SUCCEEDED": ("*", "#2a9d55", 17),
+               "CANCELLED": ("o", "#555555", 11)}
 
 
 @dataclass
@@ -135,7 +138,7 @@ def _job_png(d: JobData) -> bytes:
                               edgecolor="white", linewidth=0.5)
                 left += width
         end = r["ended_at"]
-        for t, _step in hist.get("checkpoint_log") or []:
+        for t, _step in _marks(hist):
             lanes_ax.plot([x(t)] * 2, [lane - 0.34, lane + 0.34], color="black", linewidth=1)
         if isinstance(hist.get("notice_at"), (int, float)):
             lanes_ax.plot(x(hist["notice_at"]), lane + 0.45, marker="v", color="#e07b00", markersize=11,
@@ -143,11 +146,10 @@ def _job_png(d: JobData) -> bytes:
             lanes_ax.text(x(hist["notice_at"]), lane + 0.45, f"notice ({hist.get('notice_source') or '?'})  ",
                           ha="right", va="center", fontsize=9, parse_math=False)
         if end is not None:
-            marker = {"PREEMPTED": ("X", "#d1495b"), "FAILED": ("s", "black"), "SUCCEEDED": ("*", "#2a9d55"),
-                      "CANCELLED": ("o", "#555555")}.get(r["state"])
-            if marker:
-                lanes_ax.plot(x(end), lane, marker=marker[0], color=marker[1], markersize=13 if marker[0] != "*" else 17,
-                              markeredgecolor="black", zorder=5)
+            if r["state"] in END_MARKERS:
+                marker, color, size = END_MARKERS[r["state"]]
+                lanes_ax.plot(x(end), lane, marker=marker, color=color, markersize=size, markeredgecolor="black",
+                              zorder=5)
     labels = [f"{'index ' + str(r['index']) + ', ' if array else ''}attempt {r['number']}\n{r['state']}" for r in rows]
     lanes_ax.set_yticks(range(len(rows)), labels, fontsize=10)
     lanes_ax.set_ylim(len(rows) - 0.4, -0.75)
@@ -162,12 +164,14 @@ def _job_png(d: JobData) -> bytes:
         prog = d.progress.get(r["index"]) or {}
         total_steps = total_steps or prog.get("total_steps")
         hist = _history(prog, r["number"])
+        if not hist:
+            continue
         pts = []
         start = next((hist.get(k) for k in ("first_step_at", "loaded_at") if isinstance(hist.get(k), (int, float))),
                      r["started_at"])
         if start is not None:
             pts.append((x(start), hist.get("resumed_from") or 0))
-        pts += [(x(t), s) for t, s in hist.get("checkpoint_log") or []]
+        pts += [(x(t), s) for t, s in _marks(hist)]
         if pts:
             color = f"C{d.indexes.index(r['index']) if array else lane}"
             first = not any(q["index"] == r["index"] for q in rows[:lane])
@@ -182,7 +186,13 @@ def _job_png(d: JobData) -> bytes:
     prog_ax.set_ylabel("training step (checkpointed)", fontsize=11)
     prog_ax.set_xlabel(f"time since submission ({unit})", fontsize=11)
     prog_ax.grid(alpha=0.3)
-    prog_ax.set_xlim(left=0)
+    starts = [x(r["started_at"]) for r in rows if r["started_at"] is not None]
+    prog_ax.set_xlim(left=min([0.0] + starts))  # below 0: the backend's clock is behind the ledger's
+    if not prog_ax.lines:
+        prog_ax.text(0.5, 0.5, "no progress.json from the task yet", transform=prog_ax.transAxes, ha="center",
+                     fontsize=10, style="italic")
+    if not total_steps:
+        prog_ax.set_ylim(bottom=0)
     if prog_ax.lines:
         prog_ax.legend(loc="lower right", fontsize=9, ncols=min(6, len(rows)), title="progress of", title_fontsize=9)
     for ax in (lanes_ax, prog_ax):
@@ -193,11 +203,10 @@ def _job_png(d: JobData) -> bytes:
                 Line2D([], [], color="black", marker="|", linestyle="none", markersize=12, label="checkpoint"),
                 Line2D([], [], color="#e07b00", marker="v", linestyle="none", markersize=10, markeredgecolor="black",
                        label="preemption notice"),
-                Line2D([], [], color="#d1495b", marker="X", linestyle="none", markersize=11, markeredgecolor="black",
-                       label="preempted"),
-                Line2D([], [], color="black", marker="s", linestyle="none", markersize=9, label="failed"),
-                Line2D([], [], color="#2a9d55", marker="*", linestyle="none", markersize=14, markeredgecolor="black",
-                       label="succeeded")]
+                *(Line2D([], [], color=color, marker=marker, linestyle="none", markersize=size - 2,
+                         markeredgecolor="black", label=state.lower())
+                  for state, (marker, color, size) in END_MARKERS.items()
+                  if state in ("PREEMPTED", "SUCCEEDED") or any(r["state"] == state for r in rows))]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9.5, frameon=False)
     goodput = (f"goodput {_num(cost['goodput'], '.2f')} ({d.job.array_size} indexes side by side)" if array
                else f"goodput {_pct(cost['goodput'])}")
@@ -353,6 +362,17 @@ def _png(fig: Any) -> bytes:
 def _past(d: JobData) -> str:
     return f" (array indexes past {d.indexes[-1]})" if len(d.indexes) < len({a.array_index for a in d.attempts}) \
         and len(d.lanes) == sum(a.array_index in d.indexes for a in d.attempts) else ""
+
+
+def _marks(hist: dict[str, Any]) -> list[tuple[float, int]]:
+    """An attempt's checkpoints as (time, step): the log, plus the last commit when the log lacks it
+    (the checkpoint after a notice is committed at once, without a log entry)."""
+    marks = [(float(t), int(s)) for t, s in hist.get("checkpoint_log") or []
+             if isinstance(t, (int, float)) and isinstance(s, int)]
+    at, step = hist.get("checkpoint_at"), hist.get("checkpoint_step")
+    if isinstance(at, (int, float)) and isinstance(step, int) and (not marks or step > marks[-1][1]):
+        marks.append((float(at), step))
+    return marks
 
 
 def _history(progress: dict[str, Any] | None, number: int) -> dict[str, Any]:

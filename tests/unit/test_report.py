@@ -244,3 +244,27 @@ def test_a_long_history_is_capped_in_the_timeline_but_complete_in_the_table(tmp_
     page = paths[1].read_text()
     assert "1 attempts are in the table, not the timeline" in page and "<td class=t>attempt 3</td>" in page
     png_size(paths[0])
+
+
+def test_a_running_job_with_a_failure_and_an_attempt_not_started_yet(tmp_path: Path, monkeypatch):
+    from runner import report
+
+    monkeypatch.setenv("RUNNER_HOME", str(tmp_path))
+    spec = spec_from_dict({"name": "live", "image": "localhost/runner-cifar:latest", "array": 2,
+                           "checkpoint": {"uri": f"file://{tmp_path / 'ckpt'}"}})  # no price: money is "-"
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        job_id = ledger.create_job(spec)
+        now = report.dt.datetime.now().timestamp()
+        failed = ledger.reserve_attempt(job_id, 0)
+        ledger.update_attempt(failed.id, AttemptStatus(AttemptState.FAILED, "exit 1: boom", 1, now - 100, now - 60))
+        running = ledger.reserve_attempt(job_id, 0)
+        ledger.update_attempt(running.id, AttemptStatus(AttemptState.RUNNING, "", None, now - 50))
+        ledger.reserve_attempt(job_id, 1)  # reserved, never started
+        ledger.set_job_state(job_id, JobState.RUNNING)
+        with sqlite3.connect(ledger.path) as db:
+            db.execute("UPDATE jobs SET created_at = ? WHERE id = ?", (now - 120, job_id))
+        png, page = report.write_reports([job_id], tmp_path / "r", ledger)
+    text = page.read_text()
+    assert "<td class=t>FAILED</td>" in text and "<td class=t>RUNNING</td>" in text and "<td class=t>PENDING</td>" in text
+    assert "No price: spend and v are unknown" in text and "exit 1: boom" in text
+    png_size(png)
