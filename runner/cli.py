@@ -32,8 +32,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(exc: RunnerError) -> typer.Exit:
-    err.print(f"error: {exc}", markup=False, soft_wrap=True)
+    err.print(f"error: {_printable(str(exc))}", markup=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
+
+
+def _printable(text: str) -> str:
+    """Escape control characters (from user input in a message): one line, no terminal escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _ledger() -> Ledger:
@@ -295,6 +300,7 @@ def logs(
 
     try:
         with _ledger() as ledger:
+            ledger.get_job(job_id)  # an unknown job says so, not "no submitted attempt"
             attempts = [a for a in ledger.attempts(job_id) if a.backend_id]
         if attempt is not None:
             attempts = [a for a in attempts if a.number == attempt]
@@ -487,7 +493,27 @@ def main() -> None:
     """Entry point of the console script."""
     logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    try:
+        from typer._click import exceptions as usage  # typer vendors its own click
+    except ImportError:  # older typer: click itself
+        from click import exceptions as usage  # type: ignore[no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except usage.NoArgsIsHelpError as exc:
+        exc.show()  # no arguments at all: the help, as before
+        sys.exit(exc.exit_code)
+    except usage.UsageError as exc:  # a wrong option or argument: one line and exit 2, no box
+        where = exc.ctx.command_path if exc.ctx else "runner"
+        err.print(f"error: {_printable(exc.format_message())} (see {where} --help)", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except usage.ClickException as exc:
+        err.print(f"error: {_printable(exc.format_message())}", markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
