@@ -208,8 +208,7 @@ def _job_png(d: JobData) -> bytes:
                   for state, (marker, color, size) in END_MARKERS.items()
                   if state in ("PREEMPTED", "SUCCEEDED") or any(r["state"] == state for r in rows))]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=9.5, frameon=False)
-    goodput = (f"goodput {_num(cost['goodput'], '.2f')} ({d.job.array_size} indexes side by side)" if array
-               else f"goodput {_pct(cost['goodput'])}")
+    goodput = f"goodput {_pct(cost['goodput'])}" + (f" (over {d.job.array_size} indexes)" if array else "")
     fig.suptitle(f"{d.job.id}: {d.job.state.value}, {d.summary['attempts']} attempts, "
                  f"{d.summary['preemptions']} preemptions, v {_num(cost['value_ratio'], '.2f')}, {goodput}",
                  fontsize=13, parse_math=False)

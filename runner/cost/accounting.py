@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from runner.states import AttemptState
@@ -91,6 +91,8 @@ class JobAccount:
     price_date: str | None = None
     machine: str | None = None
     notes: list[str] = field(default_factory=list)
+    lanes_wall_s: float | None = None  # arrays: the wall time of every index, added up
+
 
     def _sum(self, name: str) -> float:
         return sum(getattr(a, name) for a in self.attempts)
@@ -122,7 +124,9 @@ class JobAccount:
 
     @property
     def goodput(self) -> float | None:
-        return self.useful_s / self.wall_s if self.wall_s > 0 else None
+        """Useful time over wall time; for an array, over the wall time of each index, added up."""
+        wall = self.lanes_wall_s if self.lanes_wall_s is not None else self.wall_s
+        return self.useful_s / wall if wall > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         """The totals and the per-attempt rows, rounded for people (seconds to 0.001, money to 1e-6)."""
@@ -229,6 +233,10 @@ def account_job(job: Job, attempts: Sequence[Attempt], progress: dict[str, Any] 
             notes.append(f"useful time of {len(indexes)} array children not read (over {MAX_PROGRESS_READS})")
     result = account(times_from_ledger(attempts, by_index), price, job_wall_s(job, attempts, now), now)
     result.notes.extend(notes)
+    if job.array_size > 1:
+        lanes = sum(job_wall_s(job, [a for a in attempts if a.array_index == i], now)
+                    for i in sorted({a.array_index for a in attempts}))
+        result = replace(result, lanes_wall_s=lanes)
     return result
 
 

@@ -91,3 +91,20 @@ def test_account_job_joins_the_ledger_and_the_progress_history(tmp_path: Path):
     assert rows[0]["lost_s"] == 100.0 and rows[0]["useful_s"] == 293.5 and rows[1]["other_s"] == 5.0
     # the job's sums agree with the ledger's attempt times to the second
     assert abs(acct.machine_s - sum(a.ended_at - a.started_at for a in attempts)) < 1
+
+
+def test_array_goodput_is_over_the_wall_time_of_every_index(tmp_path: Path):
+    spec = spec_from_dict({"name": "arr", "image": "localhost/runner-cifar:latest", "array": 3})
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        job_id = ledger.create_job(spec)
+        created = ledger.get_job(job_id).created_at
+        for index in range(3):
+            a = ledger.reserve_attempt(job_id, index)
+            ledger.update_attempt(a.id, AttemptStatus(AttemptState.SUCCEEDED, "", 0, created + 10, created + 110))
+        ledger.set_job_state(job_id, "SUCCEEDED")
+        job, attempts = ledger.get_job(job_id), ledger.attempts(job_id)
+    history = {"attempts": {"1": {"first_step_at": created + 20, "checkpoint_at": created + 100}}}
+    acct = account_job(job, attempts, history, PRICE, read_progress=lambda i: history)
+    assert acct.useful_s == pytest.approx(3 * 80.0)
+    assert acct.goodput == pytest.approx(240.0 / 330.0)  # three indexes of 110 s each, side by side
+    assert acct.goodput <= 1
