@@ -56,6 +56,8 @@ REGISTRY: list[tuple[str, str]] = [
     ("disk-full", "tests.faults.cases:disk_full"),
     ("notice-during-persist", "tests.faults.cases:notice_during_persist"),
     ("metadata-faults", "tests.faults.cases:metadata_faults"),
+    ("watcher-kills", "tests.faults.test_watcher_faults:watcher_kills"),
+    ("engine-restart", "tests.faults.test_engine_restart:engine_restart"),
 ]
 
 
