@@ -12,7 +12,7 @@ TASKS  ?=
 
 STAMP := $(VENV)/.make-install
 
-.PHONY: help install image test test-unit bench clean distclean
+.PHONY: help install image test test-unit bench faults clean distclean
 
 help:
 	@echo "make install    $(VENV) with the project (editable, extras task+test), torch and the test tools"
@@ -21,6 +21,7 @@ help:
 	@echo "make test       the whole suite; docker tests must run, not skip (RUNNER_REQUIRE_DOCKER=1)"
 	@echo "make test-unit  tests/unit only: no engine, seconds"
 	@echo "make bench      every benchmarks/*.py"
+	@echo "make faults     the full fault table (benchmarks/faults.py; docs/faults.md); QUICK=1 for CI's subset"
 	@echo "make clean      caches and build leftovers (keeps $(VENV), the wheelhouse and the images)"
 	@echo "make distclean  clean, plus $(VENV), .cache (wheelhouse) and the localhost/runner-* images"
 
@@ -67,6 +68,10 @@ bench: install
 	  echo "== $$f: $$(( $$(date +%s) - start ))s"; \
 	done; \
 	if [ $${#failed[@]} -gt 0 ]; then echo "failed: $${failed[*]}" >&2; exit 1; fi
+
+# The fault-injection table: trials and losses per case; fails on any loss.
+faults: install
+	$(VENV)/bin/python benchmarks/faults.py $(if $(filter 1,$(QUICK)),--quick) $(FAULTS_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist .cache/base-context
