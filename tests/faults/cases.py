@@ -197,6 +197,8 @@ def sigkill_task(ctx: FaultContext) -> list[Row]:
     reference = reference_sha(args, ctx.workdir)
     done = False
     for _ in range(kills + 30):  # a kill before any progress is still a trial; give up eventually
+        if partial_steps(store):
+            tally.count("killed mid-persist (a step without manifest left)")
         oracle = newest_committed(store)
         proc, resumed = _start_attempt(args, env, folder)
         if tally.trials >= kills:
