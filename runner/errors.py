@@ -7,6 +7,7 @@
     │   └── CorruptCheckpoint   a step exists but does not match its manifest
     ├── BackendError            a backend could not submit, poll or cancel
     │   └── SubmitError         submission failed (retried with backoff by the watcher)
+    │       └── BackendUnavailable  the backend cannot be reached: the attempt waits, uncharged
     ├── LedgerError             the ledger cannot be opened or is inconsistent
     └── PriceError              a price file is wrong or a machine has no price (exit code 2)
 
@@ -44,6 +45,10 @@ class BackendError(RunnerError):
 
 class SubmitError(BackendError):
     pass
+
+
+class BackendUnavailable(SubmitError):
+    """The backend cannot be reached (engine down, network): try the same attempt again later."""
 
 
 class LedgerError(RunnerError):

@@ -48,7 +48,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 
 from runner.backends import Backend, Submission, get_backend
 from runner.cost.interval import estimate_from_ledger
-from runner.errors import BackendError, RunnerError, SubmitError
+from runner.errors import BackendError, BackendUnavailable, RunnerError, SubmitError
 from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, Ledger, LeaseLost
 from runner.spec import JobSpec, load_spec
 from runner.states import AttemptState, AttemptStatus, JobState
@@ -183,6 +183,9 @@ class Watcher:
                     self._adopt_or_submit(jobs[attempt.job_id], attempt)
                 except LeaseLost as exc:
                     self._emit(attempt.job_id, f"lease lost, leaving the job to its holder: {exc}")
+                except BackendError as exc:  # find() could not ask the backend: next pass
+                    self._emit_once(attempt.id, attempt.job_id, f"attempt {attempt.number} waits for its "
+                                                                f"backend: {exc}")
                 continue
             by_backend.setdefault(attempt.backend, []).append(attempt)
         for name, attempts in by_backend.items():
@@ -213,6 +216,12 @@ class Watcher:
             if status.reason and status.state.is_terminal():
                 text += f": {status.reason}"
             self._emit(attempt.job_id, text)
+
+    def _emit_once(self, attempt_id: int, job_id: str, text: str) -> None:
+        """Say ``text`` once while an attempt keeps waiting (an outage may last many passes)."""
+        if attempt_id not in self._warned_unknown:
+            self._warned_unknown.add(attempt_id)
+            self._emit(job_id, text)
 
     def _adopt_or_submit(self, job: Job, attempt: Attempt) -> None:
         backend = self.backend(attempt.backend)
@@ -320,12 +329,16 @@ class Watcher:
                                  retry=retry_if_exception_type(SubmitError)):
                 with try_:
                     ids = backend.submit_many(subs) if len(subs) > 1 else [backend.submit(subs[0])]
+        except BackendUnavailable as exc:  # not the attempt's fault: it stays reserved, tried next pass
+            self._emit_once(attempts[0].id, job.id, f"attempt {attempts[0].number} waits for its backend: {exc}")
+            return
         except (SubmitError, RetryError) as exc:
             for attempt in attempts:
                 self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.FAILED, f"submit failed: {exc}"))
             self._emit(job.id, f"attempt {attempts[0].number} could not be submitted: {exc}")
             return
         for attempt, backend_id in zip(attempts, ids):
+            self._warned_unknown.discard(attempt.id)
             self.ledger.record_submitted(attempt.id, backend_id)
 
     def _finish(self, job: Job, state: JobState, message: str) -> None:

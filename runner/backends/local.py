@@ -37,7 +37,7 @@ from docker.types import DeviceRequest
 from requests.exceptions import RequestException
 
 from runner.backends.base import Backend, Submission
-from runner.errors import BackendError, SubmitError
+from runner.errors import BackendError, BackendUnavailable, SubmitError
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.local")
@@ -138,8 +138,10 @@ class LocalBackend(Backend):
         except NotFound:
             raise SubmitError(f"image {spec.image} not found locally: run `make image` "
                               f"or docker pull {spec.image}") from None
-        except _ENGINE_ERRORS as exc:
+        except APIError as exc:
             raise SubmitError(_engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
+        except _ENGINE_ERRORS as exc:
+            raise BackendUnavailable(_unreachable(exc)) from exc
         options = self._run_options(sub, str((image.get("Config") or {}).get("User") or ""))
         try:
             container = self.client.containers.create(spec.image, name=name, **options)
@@ -149,7 +151,7 @@ class LocalBackend(Backend):
             raise SubmitError(_one_line(f"cannot create container {name}: {_explain(exc)}; "
                                         "check the job spec's image, command and resources")) from exc
         except _ENGINE_ERRORS as exc:
-            raise SubmitError(_unreachable(exc)) from exc
+            raise BackendUnavailable(_unreachable(exc)) from exc
         try:
             container.start()
         except _ENGINE_ERRORS as exc:
@@ -235,8 +237,10 @@ class LocalBackend(Backend):
         if self._host is None:
             try:
                 info = self.client.info()
-            except _ENGINE_ERRORS as exc:
+            except APIError as exc:
                 raise SubmitError(_engine_error(exc, "cannot ask the engine about its host")) from exc
+            except _ENGINE_ERRORS as exc:
+                raise BackendUnavailable(_unreachable(exc)) from exc
             self._host = {"cpus": int(info.get("NCPU") or 0), "memory": int(info.get("MemTotal") or 0),
                           "runtimes": set(info.get("Runtimes") or {})}
         return self._host

@@ -138,6 +138,9 @@ def one_restart(home: Path) -> tuple[int, str]:
     problems = []
     if job.state != JobState.SUCCEEDED:
         problems.append(f"job {job.state}: {job.message}; watcher: {' '.join((err or '').split())[-200:]}")
+    failed = [f"{a.number}: {a.reason}" for a in attempts if a.state is AttemptState.FAILED]
+    if failed:  # the outage is not the job's failure: it must not spend the failure budget
+        problems.append(f"attempts charged as failures: {'; '.join(failed)}")
     if numbers != list(range(1, len(numbers) + 1)):
         problems.append(f"attempt numbers {numbers}")
     ended = [f"{a.number}:{a.state}({a.reason})" for a in attempts if a.state is not AttemptState.SUCCEEDED]
