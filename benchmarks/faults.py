@@ -23,6 +23,9 @@ The module is imported only when its group runs. The function should:
   machine cannot run it (no engine, no root to mount a tmpfs): the row then reads "unavailable"
   and counts as a failure unless ``--allow-unavailable``.
 
+Under pytest, ``tests/faults/test_fault_table.py`` runs the quick size of the groups named in its
+``MINE`` tuple (one test each); a group added here gets a pytest test of its own, or a place there.
+
 Helpers shared by the cases (the fault proxy, emulator start, trial runners) live in
 ``tests/faults/``; the cases themselves are plain functions there too.
 """

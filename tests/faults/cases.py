@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from benchmarks.faults import CaseUnavailable, FaultContext, Row
-from runner.errors import CorruptCheckpoint, RunnerError, StoreError
+from runner.errors import CorruptCheckpoint, RunnerError
 from runner.stores import open_store
 from runner.stores.base import Store
 from runner.stores.cloud import RetryPolicy
