@@ -130,10 +130,15 @@ def script_emulators() -> Iterator[dict[str, Callable[[], Any]]]:
         yield {kind: (lambda kind=kind: stack.enter_context(start_emulator(kind))) for kind in ("s3", "gs", "az")}
 
 
+def cell(text: str) -> str:
+    """Return ``text`` safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def render(rows: list[Row], markdown: bool) -> str:
     if markdown:
         lines = ["| case | trials | losses | notes |", "|---|---:|---:|---|"]
-        lines += [f"| {r.case} | {r.trials} | {r.losses} | {r.notes} |" for r in rows]
+        lines += [f"| {cell(r.case)} | {r.trials} | {r.losses} | {cell(r.notes)} |" for r in rows]
         return "\n".join(lines)
     width = max([len(r.case) for r in rows] + [4])
     lines = [f"{'case':<{width}}  {'trials':>6}  {'losses':>6}  notes"]
