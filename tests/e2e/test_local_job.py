@@ -38,6 +38,36 @@ def test_survives_preemptions_of_both_kinds(tmp_path, docker_client, smoke_refer
     assert status["weights_sha256"] == smoke_reference["10"]
     assert "simulator:" in proc.stdout and "goodput" in proc.stdout
     assert "final weights sha256 " + smoke_reference["10"] in proc.stdout
+    assert "value ratio v" in proc.stdout
+    check_accounting(status)
+
+
+BUCKETS = ("useful_s", "startup_s", "stall_s", "lost_s", "other_s")
+
+
+def check_accounting(status: dict[str, Any]) -> None:
+    """Issue 6: spend, on-demand cost, v, goodput and lost work agree with the ledger's attempts."""
+    cost = status["cost"]
+    rows = {(c["number"], c["index"]): c for c in cost["attempts"]}
+    for a in status["attempt_list"]:
+        c = rows[(a["number"], a["index"])]
+        ran = (a["ended_at"] - a["started_at"]) if a["started_at"] and a["ended_at"] else 0.0
+        assert abs(c["machine_s"] - ran) < 1, (a, c)  # the ledger's times, to the second
+        assert abs(sum(c[k] for k in BUCKETS) - c["machine_s"]) < 0.01, c
+    ledger_machine = sum((a["ended_at"] - a["started_at"]) for a in status["attempt_list"] if a["started_at"])
+    assert abs(cost["machine_s"] - ledger_machine) < 1
+    for key in BUCKETS:
+        assert abs(cost[key] - sum(c[key] for c in cost["attempts"])) < 1, key
+    assert abs(cost["useful_s"] + cost["wasted_s"] - cost["machine_s"]) < 1
+    assert cost["useful_s"] > 0 and cost["lost_s"] >= 0 and 0 < cost["goodput"] <= 1
+    assert abs(cost["goodput"] - cost["useful_s"] / cost["wall_s"]) < 0.01
+    price = cost["price"]  # jobs/cifar-smoke.yaml imitates a g4dn.xlarge at a stated spot price
+    assert price["machine"] == "aws:us-east-1:g4dn.xlarge" and cost["currency"] == "USD"
+    assert price["source"] and price["date"]
+    assert abs(cost["spend"] - cost["machine_s"] / 3600 * price["spot_per_hour"]) < 1e-4
+    assert abs(cost["on_demand_cost"] - cost["useful_s"] / 3600 * price["on_demand_per_hour"]) < 1e-4
+    assert abs(cost["value_ratio"] - cost["on_demand_cost"] / cost["spend"]) < 0.01
+    assert abs(sum(c["spend"] for c in cost["attempts"]) - cost["spend"]) < 1e-4
 
 
 def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference):
