@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runner.cost.accounting import format_money
 from runner.errors import RunnerError, SpecError
 from runner.ledger import Job, Ledger, data_dir
 from runner.states import AttemptState, JobState
@@ -211,8 +212,8 @@ def _print_summary(ledger: Ledger, job: Job) -> None:
               f"goodput {s['goodput'] if s['goodput'] is not None else '-'}", markup=False)
     cost = s["cost"]
     if cost["spend"] is not None:
-        out.print(f"  {_money(cost['spend'], cost['currency'])} spent on {_fmt_s(cost['machine_s'])} of machine time; "
-                  f"the useful work on demand {_money(cost['on_demand_cost'], cost['currency'])}; "
+        out.print(f"  {format_money(cost['spend'], cost['currency'])} spent on {_fmt_s(cost['machine_s'])} of machine time; "
+                  f"the useful work on demand {format_money(cost['on_demand_cost'], cost['currency'])}; "
                   f"value ratio v {cost['value_ratio'] if cost['value_ratio'] is not None else '-'} "
                   f"({cost['price']['machine']} spot {cost['price']['spot_per_hour']}/h)", markup=False)
     if result.get("weights_sha256"):
@@ -253,7 +254,7 @@ def status(
         step = f"{r['step']}/{r['total_steps']}" if r["step"] is not None else "-"
         cost = r["cost"]
         table.add_row(r["job_id"], r["state"], r["backend"], str(r["attempts"]), str(r["preemptions"]), step,
-                      _fmt_s(r["wall_s"]), str(r["goodput"] or "-"), _money(cost["spend"], cost["currency"]),
+                      _fmt_s(r["wall_s"]), str(r["goodput"] or "-"), format_money(cost["spend"], cost["currency"]),
                       "-" if cost["value_ratio"] is None else f"{cost['value_ratio']:.2f}", r["message"])
     out.print(table)
     if job_id:
@@ -264,23 +265,15 @@ def status(
             out.print(f"  attempt {a['number']}: {a['state']} exit {a['exit_code']} {a['reason']}"
                       + (f" - machine {_fmt_s(c['machine_s'])}, useful {_fmt_s(c['useful_s'])}, "
                          f"lost {_fmt_s(c['lost_s'])}, startup {_fmt_s(c['startup_s'])}, "
-                         f"spend {_money(c['spend'], cost['currency'])}" if c else ""), markup=False)
+                         f"spend {format_money(c['spend'], cost['currency'])}" if c else ""), markup=False)
         if cost["spend"] is not None:
-            out.print(f"  spend {_money(cost['spend'], cost['currency'])}, on demand "
-                      f"{_money(cost['on_demand_cost'], cost['currency'])}, savings "
-                      f"{_money(cost['savings'], cost['currency'])}, v {cost['value_ratio']} "
+            out.print(f"  spend {format_money(cost['spend'], cost['currency'])}, on demand "
+                      f"{format_money(cost['on_demand_cost'], cost['currency'])}, savings "
+                      f"{format_money(cost['savings'], cost['currency'])}, v {cost['value_ratio']} "
                       f"(prices: {cost['price']['machine']}, {cost['price']['source']}, {cost['price']['date']})",
                       markup=False)
         for note in cost["notes"]:
             out.print(f"  note: {note}", markup=False)
-
-
-def _money(amount: float | None, currency: str | None) -> str:
-    if amount is None:
-        return "-"
-    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency or "", "")
-    text = f"{amount:.2f}" if abs(amount) >= 1 else f"{amount:.4f}"
-    return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
 def _attempt_dict(a: Any) -> dict[str, Any]:

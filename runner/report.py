@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.cost.accounting import format_money
 from runner.errors import RunnerError
 from runner.ledger import Attempt, Job, Ledger
 
@@ -242,7 +243,7 @@ def _summary_png(rows: list[dict[str, Any]]) -> bytes:
         ax.text(0.5, 0.5, "no job has a price (see docs/prices.md)", transform=ax.transAxes, ha="center")
     t = _totals(priced, currency)
     note = f"; {len(rows) - len(shown)} jobs not drawn" if len(rows) > len(shown) else ""
-    fig.suptitle(f"{len(rows)} jobs: spend {_money(t['spend'], currency)}, savings {_money(t['savings'], currency)}, "
+    fig.suptitle(f"{len(rows)} jobs: spend {format_money(t['spend'], currency)}, savings {format_money(t['savings'], currency)}, "
                  f"overall v {_num(t['v'], '.2f')}{note}", fontsize=13, parse_math=False)
     return _png(fig)
 
@@ -273,11 +274,11 @@ def job_html(d: JobData, png: bytes) -> str:
                   if isinstance(h.get("notice_at"), (int, float)) else "-")
         rows.append([f"attempt {r['number']}", r["index"], r["state"], _since(r["started_at"], job.created_at),
                      _since(r["ended_at"], job.created_at)] + [f"{r[k]:.1f}" for k in _SECONDS]
-                    + [_money(r["spend"], cur), _money(r["on_demand_cost"], cur), notice, r["reason"] or "-"])
+                    + [format_money(r["spend"], cur), format_money(r["on_demand_cost"], cur), notice, r["reason"] or "-"])
     total = ["total", "", job.state.value, "", ""] + [f"{cost[k]:.1f}" for k in _SECONDS] + [
-        _money(cost["spend"], cur), _money(cost["on_demand_cost"], cur), "", ""]
-    money = [("spend (spot)", _money(cost["spend"], cur)), ("on demand (the useful work)", _money(cost["on_demand_cost"], cur)),
-             ("savings", _money(cost["savings"], cur)), ("value ratio v", _num(cost["value_ratio"], ".3f")),
+        format_money(cost["spend"], cur), format_money(cost["on_demand_cost"], cur), "", ""]
+    money = [("spend (spot)", format_money(cost["spend"], cur)), ("on demand (the useful work)", format_money(cost["on_demand_cost"], cur)),
+             ("savings", format_money(cost["savings"], cur)), ("value ratio v", _num(cost["value_ratio"], ".3f")),
              ("goodput", _pct(cost["goodput"])), ("wasted machine time (s)", f"{cost['wasted_s']:.1f}")]
     price_line = (f"Prices: {price.get('machine')}, spot {price.get('spot_per_hour')}/h, on demand "
                   f"{price.get('on_demand_per_hour')}/h {price.get('currency')}; source {price.get('source')}, "
@@ -299,17 +300,17 @@ def summary_html(rows: list[dict[str, Any]], png: bytes) -> str:
     head = ["job", "name", "state", "backend", "attempts", "preemptions", "machine (s)", "spend", "on demand",
             "savings", "v", "goodput"]
     body = [[r["job_id"], r["name"], r["state"], r["backend"], r["attempts"], r["preemptions"],
-             f"{r['cost']['machine_s']:.1f}", _money(r["cost"]["spend"], r["cost"]["currency"]),
-             _money(r["cost"]["on_demand_cost"], r["cost"]["currency"]),
-             _money(r["cost"]["savings"], r["cost"]["currency"]), _num(r["cost"]["value_ratio"], ".3f"),
+             f"{r['cost']['machine_s']:.1f}", format_money(r["cost"]["spend"], r["cost"]["currency"]),
+             format_money(r["cost"]["on_demand_cost"], r["cost"]["currency"]),
+             format_money(r["cost"]["savings"], r["cost"]["currency"]), _num(r["cost"]["value_ratio"], ".3f"),
              _pct(r["cost"]["goodput"])] for r in rows]
     priced = [r for r in rows if r["cost"]["spend"] is not None]
     totals = []
     for cur in sorted({r["cost"]["currency"] for r in priced}):
         t = _totals(priced, cur)
         totals.append([f"total ({cur}, {t['jobs']} jobs)", "", "", "", t["attempts"], t["preemptions"],
-                       f"{t['machine_s']:.1f}", _money(t["spend"], cur), _money(t["on_demand"], cur),
-                       _money(t["savings"], cur), _num(t["v"], ".3f"), ""])
+                       f"{t['machine_s']:.1f}", format_money(t["spend"], cur), format_money(t["on_demand"], cur),
+                       format_money(t["savings"], cur), _num(t["v"], ".3f"), ""])
     unpriced = len(rows) - len(priced)
     note = f"<p class=note>{unpriced} jobs have no price and are left out of the totals.</p>" if unpriced else ""
     return _page("spot-runner: all jobs", (
@@ -389,13 +390,6 @@ def _totals(priced: list[dict[str, Any]], currency: str | None) -> dict[str, Any
             "machine_s": sum(r["cost"]["machine_s"] for r in rows)}
 
 
-def _money(amount: float | None, currency: str | None) -> str:
-    """Money as ``runner status`` prints it: two decimals from 1 up, four below."""
-    if amount is None:
-        return "-"
-    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency or "", "")
-    text = f"{amount:.2f}" if abs(amount) >= 1 else f"{amount:.4f}"
-    return f"{symbol}{text}" if symbol else f"{text} {currency}"
 
 
 def _num(value: float | None, fmt: str) -> str:

@@ -240,5 +240,14 @@ def account_job(job: Job, attempts: Sequence[Attempt], progress: dict[str, Any] 
     return result
 
 
+def format_money(amount: float | None, currency: str | None) -> str:
+    """Money for people: ``$0.0123``, ``$12.34``, ``12.34 CHF``; ``-`` when unknown."""
+    if amount is None:
+        return "-"
+    symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency or "", "")
+    text = f"{amount:.2f}" if abs(amount) >= 1 else f"{amount:.4f}"
+    return f"{symbol}{text}" if symbol else f"{text} {currency or ''}".strip()
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
+from runner.cost.accounting import format_money
 from runner.cost.interval import PRIOR_MTBF_S, estimate_from_ledger
 from runner.cost.simulate import Preemptions, Workload, auto_for, compare, load_schedule, workload_from_job
 from runner.errors import SpecError
@@ -109,15 +109,11 @@ def run_simulation(ledger: Ledger, *, job_id: str | None, mean: str | None, sche
     for o in rows:
         mark = " ".join(m for m, on in (("auto", o.auto), ("best", o is best)) if on)
         table.add_row(_interval(o.interval_s), mark, _hours(o.completion_s), _hours(o.completion_p90_s),
-                      f"{o.preemptions:.1f}", _hours(o.machine_s), _money(o.spend, currency),
-                      _money(o.on_demand_cost, currency), "-" if o.value_ratio is None else f"{o.value_ratio:.2f}",
+                      f"{o.preemptions:.1f}", _hours(o.machine_s), format_money(o.spend, currency),
+                      format_money(o.on_demand_cost, currency), "-" if o.value_ratio is None else f"{o.value_ratio:.2f}",
                       f"{o.goodput:.3f}")
     return table, notes
 
 
 def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
-
-
-def _money(amount: Any, currency: str) -> str:
-    return "-" if amount is None else f"{amount:.2f} {currency}".strip()

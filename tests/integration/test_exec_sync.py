@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from runner.exec.sync import BLOBS, INDEX, FolderSync, parse_index
 from runner.stores import open_store
 from runner.task import manifest as mf
