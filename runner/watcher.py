@@ -402,20 +402,26 @@ def sim_cloud(spec: JobSpec) -> str:
 
 
 def resolve_secrets(spec: JobSpec, job: Job) -> JobSpec:
-    """Put back env values the ledger redacted: from this process's environment or the spec file."""
+    """Put back env values the ledger redacted: from the job's spec file, else this process's environment.
+
+    The spec file comes first: it holds the job's own value, which a same-named variable of the
+    watcher's environment (its own cloud credentials, say) must not replace.
+    """
     missing = [k for k, v in spec.env.items() if v == REDACTED]
     if not missing:
         return spec
     env = dict(spec.env)
     from_file: JobSpec | None = None
-    for key in missing:
-        if key in os.environ:
-            env[key] = os.environ[key]
-            continue
-        if from_file is None and job.spec_path and os.path.exists(job.spec_path):
+    if job.spec_path and os.path.exists(job.spec_path):
+        try:
             from_file = load_spec(job.spec_path)
+        except RunnerError:
+            from_file = None  # edited since: fall back to the environment
+    for key in missing:
         if from_file is not None and from_file.env.get(key, REDACTED) != REDACTED:
             env[key] = from_file.env[key]
+        elif key in os.environ:
+            env[key] = os.environ[key]
         else:
             raise SubmitError(f"env {key} of job {job.id} is a secret the ledger does not keep: "
                               f"export {key} where the watcher runs")

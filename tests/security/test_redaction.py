@@ -38,3 +38,19 @@ def test_regression_secret_value_in_innocent_env_name(tmp_path: Path, value: str
         assert resolve_secrets(stored, job).env["STORAGE"] == value  # the watcher still gets it
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
     assert value.encode() not in raw and value.split("\n")[0][-12:].encode() not in raw
+
+
+def test_regression_job_secret_wins_over_the_watchers_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redacted value comes back from the job's spec file first: the watcher's own variable of
+    the same name (its cloud credentials, say) must not reach the job's container; the watcher's
+    environment is the fallback when the spec file no longer has it."""
+    data = yaml.safe_load((ROOT / "jobs" / "cifar-smoke.yaml").read_text())
+    data["env"] = {"AWS_SECRET_ACCESS_KEY": "the-jobs-own-secret"}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "the-watchers-secret")
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        job = ledger.get_job(ledger.create_job(load_spec(path), spec_path=path))
+        assert resolve_secrets(job.spec(), job).env["AWS_SECRET_ACCESS_KEY"] == "the-jobs-own-secret"
+        path.unlink()
+        assert resolve_secrets(job.spec(), job).env["AWS_SECRET_ACCESS_KEY"] == "the-watchers-secret"
