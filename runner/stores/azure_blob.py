@@ -6,6 +6,10 @@ from ``DefaultAzureCredential`` (environment, workload or managed identity, az l
 are block blobs with ``overwrite=True``: staged blocks stay invisible until the block list is
 committed, so a write is all or nothing (uncommitted blocks of a killed writer are discarded
 by the service after a week).
+
+Retries: every call is retried as a whole by ``runner.stores.cloud``; the SDK's own retries are
+off, except for the requests of an upload (``UPLOAD_ATTEMPTS``): a blob above ``MAX_SINGLE_PUT``
+goes up as many blocks, and one block's 503 must not restart all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from runner.errors import ConfigError, StoreError
 from runner.stores.cloud import ObjectStore, error_chain, one_line
 
 _CONCURRENCY = 4
+UPLOAD_ATTEMPTS = 4             # per request of an upload (each block), by the SDK
+MAX_SINGLE_PUT = 64 * 1024 ** 2  # larger blobs go up in blocks of BLOCK_BYTES
+BLOCK_BYTES = 8 * 1024 ** 2
 _TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
 _DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                  "InsufficientAccountPermissions", "AccountIsDisabled"}
@@ -31,12 +38,14 @@ def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", None) or "")
 
 
-def _service_client() -> Any:
-    """Return a BlobServiceClient from the environment, with the SDK's retries off (ours apply)."""
+def _service_client(retries: int = 0) -> Any:
+    """Return a BlobServiceClient from the environment, with ``retries`` SDK retries per request."""
+    options: dict[str, Any] = {"retry_total": retries, "retry_backoff_factor": 0.4,
+                               "max_single_put_size": MAX_SINGLE_PUT, "max_block_size": BLOCK_BYTES}
     conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if conn:
         try:
-            return BlobServiceClient.from_connection_string(conn, retry_total=0)
+            return BlobServiceClient.from_connection_string(conn, **options)
         except ValueError:  # never echo the string: it may hold an account key
             raise ConfigError("AZURE_STORAGE_CONNECTION_STRING is malformed: copy it again from the storage "
                               "account, or unset it and set AZURE_STORAGE_ACCOUNT_URL") from None
@@ -47,7 +56,7 @@ def _service_client() -> Any:
                           "or AZURE_STORAGE_CONNECTION_STRING")
     from azure.identity import DefaultAzureCredential
 
-    return BlobServiceClient(account_url=url, credential=DefaultAzureCredential(), retry_total=0)
+    return BlobServiceClient(account_url=url, credential=DefaultAzureCredential(), **options)
 
 
 class AzureBlobStore(ObjectStore):
@@ -63,9 +72,10 @@ class AzureBlobStore(ObjectStore):
         super().__init__(uri)
         self.service = _service_client()
         self.container = self.service.get_container_client(self.bucket)
+        self.uploads = _service_client(UPLOAD_ATTEMPTS - 1).get_container_client(self.bucket)
 
     def _upload(self, name: str, fh: IO[bytes], size: int) -> None:
-        self.container.upload_blob(name, fh, length=size, overwrite=True, max_concurrency=_CONCURRENCY)
+        self.uploads.upload_blob(name, fh, length=size, overwrite=True, max_concurrency=_CONCURRENCY)
 
     def _download(self, name: str, fh: IO[bytes]) -> None:
         self.container.download_blob(name, max_concurrency=_CONCURRENCY).readinto(fh)
