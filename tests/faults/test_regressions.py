@@ -33,30 +33,37 @@ def test_regression_s3_retry_after_a_failed_put_reopens_no_closed_spool(moto_ser
         assert open_store(f"s3://{bucket}/p").read_bytes("k.bin") == b"payload" * 1000
 
 
-def test_regression_s3_multipart_part_failure_is_retried_alone(moto_server: Any,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """One part's 503 restarted the whole multipart upload, so big checkpoints under faults never committed."""
-    monkeypatch.setattr("runner.stores.cloud.SPOOL_BYTES", 1024 * 1024)
-    bucket = create_bucket("s3", moto_server.env)
+def _each_request_refused_once(emu: Any, kind: str, is_piece: Any, fault: str, size: int) -> int:
+    """Upload ``size`` bytes through a proxy that refuses the first try of every piece (part, block)
+    with ``fault``, with our whole-call retries off; check the object; return how many were refused."""
+    bucket = create_bucket(kind, emu.env)
     seen: set[str] = set()
 
-    def first_try_of_each_part(method: str, path: str) -> bool:
-        if method != "PUT" or "partNumber=" not in path or path in seen:
+    def first_try(method: str, path: str) -> bool:
+        if method != "PUT" or not is_piece(path) or path in seen:
             return False
         seen.add(path)
         return True
 
-    data = np.random.default_rng(1).integers(0, 256, 20 * 1024 * 1024, dtype=np.uint8).tobytes()
-    with FaultProxy(moto_server.url, rate=1.0, faults=("slowdown",), max_in_row=10 ** 6,
-                    fault_match=first_try_of_each_part) as proxy:
-        with environ(env_for("s3", proxy.url)):
-            store = open_store(f"s3://{bucket}/p")
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    with FaultProxy(emu.url, rate=1.0, faults=(fault,), max_in_row=10 ** 6, fault_match=first_try) as proxy:
+        with environ(env_for(kind, proxy.url)):
+            store = open_store(f"{kind}://{bucket}/p")
             store.retry = RetryPolicy(attempts=1)  # type: ignore[attr-defined]  # no whole-upload restart
             store.write_bytes("big.bin", data)
-        assert proxy.injected["slowdown"] == 3, "three 8 MiB parts, each refused once"
-    with environ(moto_server.env):
-        back = open_store(f"s3://{bucket}/p").read_bytes("big.bin")
+    with environ(emu.env):
+        back = open_store(f"{kind}://{bucket}/p").read_bytes("big.bin")
     assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+    return proxy.injected[fault]
+
+
+def test_regression_s3_multipart_part_failure_is_retried_alone(moto_server: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One part's 503 restarted the whole multipart upload, so big checkpoints under faults never committed."""
+    monkeypatch.setattr("runner.stores.cloud.SPOOL_BYTES", 1024 * 1024)
+    refused = _each_request_refused_once(moto_server, "s3", lambda path: "partNumber=" in path, "slowdown",
+                                         20 * 1024 * 1024)
+    assert refused == 3, "three 8 MiB parts, each refused once"
 
 
 def test_regression_azure_block_failure_is_retried_alone(azurite: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,26 +72,9 @@ def test_regression_azure_block_failure_is_retried_alone(azurite: Any, monkeypat
     monkeypatch.setattr("runner.stores.cloud.SPOOL_BYTES", 1024 * 1024)
     monkeypatch.setattr("runner.stores.azure_blob.MAX_SINGLE_PUT", 2 * 1024 * 1024)
     monkeypatch.setattr("runner.stores.azure_blob.BLOCK_BYTES", 2 * 1024 * 1024)
-    bucket = create_bucket("az", azurite.env)
-    seen: set[str] = set()
-
-    def first_try_of_each_block(method: str, path: str) -> bool:
-        if method != "PUT" or "comp=block" not in path or "comp=blocklist" in path or path in seen:
-            return False
-        seen.add(path)
-        return True
-
-    data = np.random.default_rng(2).integers(0, 256, 9 * 1024 * 1024, dtype=np.uint8).tobytes()
-    with FaultProxy(azurite.url, rate=1.0, faults=("503",), max_in_row=10 ** 6,
-                    fault_match=first_try_of_each_block) as proxy:
-        with environ(env_for("az", proxy.url)):
-            store = open_store(f"az://{bucket}/p")
-            store.retry = RetryPolicy(attempts=1)  # type: ignore[attr-defined]  # no whole-upload restart
-            store.write_bytes("big.bin", data)
-        assert proxy.injected["503"] == 5, "five 2 MiB blocks, each refused once"
-    with environ(azurite.env):
-        back = open_store(f"az://{bucket}/p").read_bytes("big.bin")
-    assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+    refused = _each_request_refused_once(azurite, "az", lambda path: "comp=block" in path and "comp=blocklist"
+                                         not in path, "503", 9 * 1024 * 1024)
+    assert refused == 5, "five 2 MiB blocks, each refused once"
 
 
 def test_regression_disk_full_error_says_no_space_not_torch_internals(tmp_path: Any) -> None:
