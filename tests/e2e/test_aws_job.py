@@ -111,7 +111,9 @@ def test_preempted_twice_on_aws_batch_finishes_exactly(tmp_path, moto_server, aw
     def reclaimer() -> None:
         last = -1
         while not stop.is_set() and len(reclaimed) < 2:
-            running = batch.list_jobs(jobQueue=aws["job_queue"], jobStatus="RUNNING")["jobSummaryList"]
+            # moto lists a terminated job as RUNNING until its thread notices (up to 0.5 s): skip those
+            running = [j for j in batch.list_jobs(jobQueue=aws["job_queue"], jobStatus="RUNNING")["jobSummaryList"]
+                       if j["jobId"] not in {job for job, _ in reclaimed}]
             step = steps(s3, bucket, prefix)
             if running and step > last:
                 batch.terminate_job(jobId=running[0]["jobId"], reason=RECLAIM)
