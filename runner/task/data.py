@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -75,13 +76,26 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, idx) for idx in order[i * b:(i + 1) * b]]
 
 
+def _quiet_when_orphaned(_worker_id: int) -> None:
+    """In a DataLoader worker: when the training process dies (a preemption), the worker's
+    fd-sharing thread sees its connection reset and would print a traceback; say nothing instead."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, (ConnectionResetError, BrokenPipeError, EOFError)):
+            return
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def make_loader(dataset: Dataset[Any], batches: Sampler[list[tuple[int, int]]], *, workers: int,
                 seed: int, epoch: int, pin_memory: bool = False,
                 collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader[Any]:
     """Return a DataLoader over ``batches`` that leaves every global RNG alone."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(prefetch_factor=2, persistent_workers=False)
+        kwargs.update(prefetch_factor=2, persistent_workers=False, worker_init_fn=_quiet_when_orphaned)
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
                       collate_fn=collate_fn, generator=torch.Generator().manual_seed(mix_seed(seed, 0x1D, epoch)),
                       **kwargs)
