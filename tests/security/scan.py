@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from tests.emulators import AZURITE_KEY
+
 _B64 = rb"[A-Za-z0-9+/]"
 #: anchor -> the regex that must match at the anchor (or, with a negative offset, just before it)
 PATTERNS: dict[str, tuple[bytes, re.Pattern[bytes], int]] = {
@@ -37,7 +39,7 @@ PATTERNS: dict[str, tuple[bytes, re.Pattern[bytes], int]] = {
 }
 PUBLIC = (
     b"EXAMPLE",  # AKIAIOSFODNN7EXAMPLE / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY, AWS documentation
-    b"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",  # Azurite
+    AZURITE_KEY.encode(),  # Azurite's published development key (tests/emulators.py)
 )
 #: Files that carry a vendor's published test keys, by the end of their path, and why.
 PUBLIC_FILES = {

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.emulators import AZURITE_KEY
 from tests.integration.conftest import docker_client  # noqa: F401 - shared fixture
 from tests.security.scan import Finding, scan_bytes, scan_images
 
@@ -70,7 +71,7 @@ def test_the_scanner_finds_each_kind() -> None:
     kinds = sorted({f.kind for f in scan_bytes(text, "t")})
     assert kinds == ["aws-access-key-id", "aws-secret-key", "azure-account-key", "private-key"]
     public = (b"AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY "
-              b"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+              b"AccountKey=" + AZURITE_KEY.encode() + b";"
               b" '-----BEGIN PRIVATE KEY-----' in a docstring")
     assert scan_bytes(public, "t") == []
     assert [f.kind for f in scan_bytes(b"x" + SPEC_TOKEN.encode(), "t", PLANTED)] == ["planted secret"]
