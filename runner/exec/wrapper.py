@@ -136,7 +136,8 @@ class _Wrapper:
                      self.opts.folder, self.ctx.attempt)
         self._clear_stale(self.ctx.halt_file, "halt file")
         self._clear_stale(str(self.opts.notice_file), "notice file")
-        with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file) as notices:
+        with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file,
+                           halt_uri=self.ctx.checkpoint_uri) as notices:
             child = self._start_child()
             syncer = threading.Thread(target=self._sync_loop, name="runner-exec-sync", daemon=True)
             syncer.start()

@@ -1,6 +1,6 @@
 """The container contract's environment, read once into a typed object.
 
-See DESIGN.md, "The container contract". Every variable has a default so a task also runs by hand.
+See ``runner.contract`` and docs/contract.md. Every variable has a default so a task also runs by hand.
 """
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 from runner.errors import ConfigError
 
-#: Exit codes of the contract.
-EXIT_DONE = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_PREEMPTED = 75
-
-NOTICE_CHOICES = ("auto", "aws", "gcp", "azure", "none")
+from runner.contract import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, NOTICE_CHOICES  # noqa: F401
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -148,7 +148,8 @@ class _Loop:
         self._load_history()
         self._clear_stale_halt_file()
         writer = CheckpointWriter(self.ctx.checkpoint_uri, self.ctx.keep, self.opts.writer_mode)
-        with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file) as notices:
+        with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file,
+                           halt_uri=self.ctx.checkpoint_uri) as notices:
             notice = self._train(writer, notices)
             if notice is not None:
                 return self._parachute(writer, notices, notice)

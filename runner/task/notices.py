@@ -49,6 +49,7 @@ AZURE_NAME_PATH = "/metadata/instance/compute/name?api-version=2021-02-01&format
 MAX_BACKOFF = 30.0
 ID_TRIES = 3  # auto mode: a service that only times out gets this many tries before it counts as absent
 WARN_EVERY = 60.0
+HALT_EVERY = 3.0  # seconds between looks for a HALT object under the checkpoint URI
 MAX_BODY = 1 << 16
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Never route metadata requests through an HTTP proxy from the environment.
@@ -59,7 +60,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class Notice:
     """One preemption notice: where it came from, when, and when the machine goes away."""
 
-    source: str  # "signal:SIGTERM", "signal:SIGINT", "halt-file", "aws", "gcp", "azure"
+    source: str  # "signal:SIGTERM", "signal:SIGINT", "halt-file", "halt-request", "aws", "gcp", "azure"
     received_at: float  # time.monotonic() when seen
     deadline: float | None  # wall-clock epoch seconds when the machine goes away, if known
     detail: str  # the AWS action, the Azure EventId, the halt file's path, ...
@@ -308,7 +309,8 @@ class NoticeWatcher:
 
     def __init__(self, mode: str = "auto", metadata_url: str | None = None, halt_file: str | None = None,
                  poll_interval: float = 1.0, install_signals: bool = True,
-                 request_timeout: float = 2.0) -> None:
+                 request_timeout: float = 2.0, halt_uri: str | None = None,
+                 halt_every: float = HALT_EVERY) -> None:
         mode = mode.strip().lower()
         if mode not in MODES:
             raise ConfigError(f"notice mode {mode!r} is not valid: use one of {', '.join(MODES)}")
@@ -317,6 +319,8 @@ class NoticeWatcher:
         self.mode = mode
         self.metadata_url = metadata_url.rstrip("/") if metadata_url else None
         self.halt_file = halt_file
+        self.halt_uri = halt_uri
+        self.halt_every = halt_every
         self.poll_interval = poll_interval
         self.install_signals = install_signals
         self.request_timeout = request_timeout
@@ -345,6 +349,8 @@ class NoticeWatcher:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
         if self.halt_file:
             self._spawn("halt-file", self._watch_halt_file, os.path.abspath(self.halt_file))
+        if self.halt_uri:
+            self._spawn("halt-request", self._watch_halt_request, self.halt_uri)
         for cloud in {"auto": list(_POLLERS), "none": []}.get(self.mode, [self.mode]):
             cls, default_url = _POLLERS[cloud]
             poller = cls(self, self.metadata_url or default_url, self.mode != "auto", self._stop)
@@ -426,6 +432,25 @@ class NoticeWatcher:
                 self.trigger("halt-file", path)
                 return
             self._stop.wait(min(self.poll_interval, 0.1))  # a stat is cheap; notices are not
+
+    def _watch_halt_request(self, uri: str) -> None:
+        """Look for the ``HALT`` object under the checkpoint URI (``runner halt``) every few seconds."""
+        from runner.contract import HALT_KEY
+        from runner.stores import open_store
+
+        warned_at = -math.inf
+        store = None
+        while not self._stop.is_set():
+            try:
+                store = store or open_store(uri)
+                if store.exists(HALT_KEY):
+                    self.trigger("halt-request", f"{uri.rstrip('/')}/{HALT_KEY}")
+                    return
+            except Exception as exc:  # a store blip never stops training; look again later
+                if time.monotonic() - warned_at >= WARN_EVERY:
+                    warned_at = time.monotonic()
+                    log.warning("cannot look for a halt request under %s: %s", uri, exc)
+            self._stop.wait(self.halt_every)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         current = self._notice

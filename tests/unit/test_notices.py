@@ -468,3 +468,18 @@ def test_simulator_command_line_runs_until_sigterm() -> None:
         process.wait(5)
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_halt_request_object_under_the_checkpoint_uri_is_a_notice(tmp_path: Path) -> None:
+    """`runner halt` writes HALT under the checkpoint URI; the listener sees it within its period."""
+    uri = f"file://{tmp_path}/ck"
+    watcher = NoticeWatcher(mode="none", install_signals=False, halt_uri=uri, halt_every=0.05).start()
+    try:
+        assert watcher.wait(0.3) is None
+        (tmp_path / "ck").mkdir(exist_ok=True)  # the file store may have made it
+        (tmp_path / "ck" / "HALT").write_text("{}")
+        notice = watcher.wait(5)
+        assert notice is not None and notice.source == "halt-request"
+        assert notice.detail.endswith("/ck/HALT")
+    finally:
+        watcher.stop()

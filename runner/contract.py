@@ -1,0 +1,117 @@
+"""The container contract in one place: what a task image and the runner agree on.
+
+``docs/contract.md`` is the same contract for people writing their own images. Standard library
+only: both sides import this module (the task containers and the control plane).
+
+Environment of every attempt (set by the runner, read by ``runner.task.context.RunContext``):
+
+| variable                   | meaning                                                           |
+|----------------------------|-------------------------------------------------------------------|
+| ``RUNNER_JOB_ID``          | the job, stable across attempts                                   |
+| ``RUNNER_ATTEMPT``         | 1, 2, ...                                                         |
+| ``RUNNER_CHECKPOINT_URI``  | where to resume from and save to                                  |
+| ``RUNNER_NOTICE``          | ``auto``, ``aws``, ``gcp``, ``azure`` or ``none``                 |
+| ``RUNNER_METADATA_URL``    | base URL of the metadata service (set only to point at a simulator) |
+| ``RUNNER_HALT_FILE``       | a path whose appearance is a notice                               |
+| ``RUNNER_CHECKPOINT_EVERY``| ``epoch``, a step count, a duration or ``auto``                   |
+| ``RUNNER_CHECKPOINT_KEEP`` | committed steps to keep                                           |
+| ``RUNNER_THREADS``         | CPU threads (exact resume needs the same count)                   |
+| ``RUNNER_DATA_DIR``        | where the job's read-only inputs are, when the spec has ``data:`` |
+
+Exit codes: 0 finished, 75 stopped after a notice with a checkpoint committed, anything else
+failed. A ``HALT`` object under the checkpoint URI asks a running attempt to stop as if a notice
+came (``runner halt``); the task's notice listener looks for it every few seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+# ---------------------------------------------------------------------------- exit codes
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: Stopped after a preemption notice; a checkpoint is committed. Never charged to the failure budget.
+EXIT_PREEMPTED = 75
+
+# ---------------------------------------------------------------------------- environment
+
+JOB_ID = "RUNNER_JOB_ID"
+ATTEMPT = "RUNNER_ATTEMPT"
+CHECKPOINT_URI = "RUNNER_CHECKPOINT_URI"
+NOTICE = "RUNNER_NOTICE"
+METADATA_URL = "RUNNER_METADATA_URL"
+HALT_FILE = "RUNNER_HALT_FILE"
+CHECKPOINT_EVERY = "RUNNER_CHECKPOINT_EVERY"
+CHECKPOINT_KEEP = "RUNNER_CHECKPOINT_KEEP"
+THREADS = "RUNNER_THREADS"
+DATA_DIR = "RUNNER_DATA_DIR"
+#: Native array jobs: the variable the service sets to the child's index (e.g. AWS_BATCH_JOB_ARRAY_INDEX).
+ARRAY_INDEX_VAR = "RUNNER_ARRAY_INDEX_VAR"
+#: ``runner exec``: the folder it syncs, the signal a notice becomes, the file holding seconds_left.
+SYNC_DIR = "RUNNER_SYNC_DIR"
+NOTICE_SIGNAL = "RUNNER_NOTICE_SIGNAL"
+NOTICE_FILE = "RUNNER_NOTICE_FILE"
+#: ``every: auto``: the runner's estimate of the mean time between preemptions and notice coverage.
+MTBF_S = "RUNNER_MTBF_S"
+NOTICE_COVERAGE = "RUNNER_NOTICE_COVERAGE"
+
+#: Every variable the runner sets; a spec's ``env`` may not set any ``RUNNER_*`` name.
+RESERVED_PREFIX = "RUNNER_"
+NOTICE_CHOICES = ("auto", "aws", "gcp", "azure", "none")
+
+# ---------------------------------------------------------------------------- inside the container
+
+#: Where a backend that mounts folders (local Docker, Slurm containers) puts the job's checkpoint
+#: folder inside the container. Fixed, so it never depends on the host's paths or their permissions.
+CONTAINER_CHECKPOINT_DIR = "/checkpoints"
+#: Where the job's read-only inputs (the spec's ``data:``) appear inside the container.
+CONTAINER_DATA_DIR = "/data"
+
+# ---------------------------------------------------------------------------- checkpoint layout
+
+MANIFEST = "MANIFEST.json"
+FINAL = "final"
+PROGRESS = "progress.json"
+PROGRESS_CSV = "checkpoint.txt"
+#: The object under the checkpoint URI that asks a running attempt to stop (``runner halt``).
+HALT_KEY = "HALT"
+
+
+def step_prefix(step: int) -> str:
+    """Return the folder name of a step: ``step-000120``."""
+    return f"step-{step:06d}"
+
+
+class Progress(TypedDict, total=False):
+    """The fields of ``progress.json`` (every one optional for a reader)."""
+
+    task: str               # "cifar", "imagenet", "bert", "exec", ...
+    epoch: int
+    total_epochs: int
+    step: int
+    total_steps: int
+    metrics: dict[str, float]
+    updated_at: float       # epoch seconds
+    attempt: int
+    state: str              # "training", "checkpointed", "done", ...
+
+
+def is_preempted_exit(code: Any) -> bool:
+    """Return whether an exit code means "stopped after a notice, checkpoint committed"."""
+    return code == EXIT_PREEMPTED
+
+
+def attempt_env(*, job_id: str, attempt: int, checkpoint_uri: str, notice: str, every: str | int, keep: int,
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the contract's variables for one attempt (``extra``: other ``RUNNER_*`` ones)."""
+    return {
+        JOB_ID: job_id,
+        ATTEMPT: str(attempt),
+        CHECKPOINT_URI: checkpoint_uri,
+        NOTICE: notice,
+        CHECKPOINT_EVERY: str(every),
+        CHECKPOINT_KEEP: str(keep),
+        **(extra or {}),
+    }
