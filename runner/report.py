@@ -60,13 +60,18 @@ class JobData:
 
 def load_job(ledger: Ledger, job_id: str) -> JobData:
     """Gather one job's report inputs; a job with no attempt yet is an error."""
-    from runner.summary import read_progress, summarize
-
     job = ledger.get_job(job_id)
     attempts = ledger.attempts(job.id)
     if not attempts:
         raise RunnerError(f"job {job.id} has no attempts yet, so there is nothing to draw; "
                           f"report on it once it started (runner status {job.id})")
+    return job_data(job, attempts)
+
+
+def job_data(job: Job, attempts: list[Attempt]) -> JobData:
+    """Gather one job's report inputs from rows already read (``runner ui`` reads them in one query)."""
+    from runner.summary import read_progress, summarize
+
     all_indexes = sorted({a.array_index for a in attempts})
     indexes = all_indexes[:MAX_INDEXES]
     progress = {i: p for i in indexes if (p := read_progress(job, i)) is not None}
@@ -241,11 +246,48 @@ def _summary_png(rows: list[dict[str, Any]]) -> bytes:
         ax.legend(loc="lower right", fontsize=10)
     else:
         ax.text(0.5, 0.5, "no job has a price (see docs/prices.md)", transform=ax.transAxes, ha="center")
-    t = _totals(priced, currency)
+    t = totals(priced, currency)
     note = f"; {len(rows) - len(shown)} jobs not drawn" if len(rows) > len(shown) else ""
     fig.suptitle(f"{len(rows)} jobs: spend {format_money(t['spend'], currency)}, savings {format_money(t['savings'], currency)}, "
                  f"overall v {_num(t['v'], '.2f')}{note}", fontsize=13, parse_math=False)
     return _png(fig)
+
+
+def timeline(d: JobData) -> dict[str, Any]:
+    """What the timeline PNG draws, as data for a browser (``runner ui``), in seconds since submission:
+    one lane per attempt (the wait for a machine, then its machine time in cost buckets, checkpoints,
+    the notice, the end) and the committed step of each lane over time."""
+    t0, by_key = d.job.created_at, {(a.array_index, a.number): a for a in d.attempts}
+    rel = (lambda t: None if t is None else round(t - t0, 3))
+    lanes: list[dict[str, Any]] = []
+    progress: list[dict[str, Any]] = []
+    total_steps = None
+    for r in sorted((r for r in d.summary["cost"]["attempts"] if (r["index"], r["number"]) in d.lanes),
+                    key=lambda r: (r["index"], r["number"])):
+        a, prog = by_key.get((r["index"], r["number"])), d.progress.get(r["index"]) or {}
+        total_steps = total_steps or prog.get("total_steps")
+        hist = _history(prog, r["number"])
+        label = f"{'index ' + str(r['index']) + ', ' if d.job.array_size > 1 else ''}attempt {r['number']}"
+        segments, left = [], r["started_at"]
+        for bucket in ("startup", "useful", "stall", "lost" if r["lost_s"] else "other"):
+            if left is not None and r[f"{bucket}_s"] > 0:
+                segments.append([bucket, rel(left), rel(left + r[f"{bucket}_s"])])
+                left += r[f"{bucket}_s"]
+        marks = [[rel(t), step] for t, step in _marks(hist)]
+        waited = a is not None and a.submitted_at and r["started_at"] and r["started_at"] > a.submitted_at
+        notice = hist.get("notice_at")
+        lanes.append({"label": label, "state": r["state"], "reason": r["reason"], "segments": segments,
+                      "wait": [rel(a.submitted_at), rel(r["started_at"])] if waited and a else None,
+                      "checkpoints": marks, "end": rel(r["ended_at"]),
+                      "notice": {"at": rel(notice), "source": hist.get("notice_source") or "?"}
+                      if isinstance(notice, (int, float)) else None})
+        start = next((hist[k] for k in ("first_step_at", "loaded_at") if isinstance(hist.get(k), (int, float))),
+                     r["started_at"])
+        points = ([[rel(start), hist.get("resumed_from") or 0]] if start is not None else []) + marks
+        if hist and points:
+            progress.append({"label": label, "points": points})
+    return {"wall_s": d.summary["wall_s"], "lanes": lanes, "progress": progress, "total_steps": total_steps,
+            "hidden": d.hidden, "colors": {**BUCKET_COLORS, "wait": WAIT_COLOR}, "labels": BUCKET_LABELS}
 
 
 # ------------------------------------------------------------------------------------ HTML
@@ -305,10 +347,10 @@ def summary_html(rows: list[dict[str, Any]], png: bytes) -> str:
              format_money(r["cost"]["savings"], r["cost"]["currency"]), _num(r["cost"]["value_ratio"], ".3f"),
              _pct(r["cost"]["goodput"])] for r in rows]
     priced = [r for r in rows if r["cost"]["spend"] is not None]
-    totals = []
+    total_rows = []
     for cur in sorted({r["cost"]["currency"] for r in priced}):
-        t = _totals(priced, cur)
-        totals.append([f"total ({cur}, {t['jobs']} jobs)", "", "", "", t["attempts"], t["preemptions"],
+        t = totals(priced, cur)
+        total_rows.append([f"total ({cur}, {t['jobs']} jobs)", "", "", "", t["attempts"], t["preemptions"],
                        f"{t['machine_s']:.1f}", format_money(t["spend"], cur), format_money(t["on_demand"], cur),
                        format_money(t["savings"], cur), _num(t["v"], ".3f"), ""])
     unpriced = len(rows) - len(priced)
@@ -316,7 +358,7 @@ def summary_html(rows: list[dict[str, Any]], png: bytes) -> str:
     return _page("spot-runner: all jobs", (
         f"<h1>All jobs <small>{len(rows)}</small></h1>"
         f"<img alt=\"spend and on-demand cost per job\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">"
-        f"<h2>Jobs</h2>{_table(head, body, *totals)}{note}"
+        f"<h2>Jobs</h2>{_table(head, body, *total_rows)}{note}"
         "<p class=note>v = on-demand cost of the useful work / spend; overall v = total on-demand cost / total "
         f"spend. Written {_e(_when(None))}.</p>"))
 
@@ -381,7 +423,8 @@ def _history(progress: dict[str, Any] | None, number: int) -> dict[str, Any]:
     return h if isinstance(h, dict) else {}
 
 
-def _totals(priced: list[dict[str, Any]], currency: str | None) -> dict[str, Any]:
+def totals(priced: list[dict[str, Any]], currency: str | None) -> dict[str, Any]:
+    """Totals over the priced rows in one currency: spend, on-demand cost, savings, overall v, counts."""
     rows = [r for r in priced if r["cost"]["currency"] == currency]
     spend = sum(r["cost"]["spend"] for r in rows)
     od = sum(r["cost"]["on_demand_cost"] for r in rows)
