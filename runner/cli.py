@@ -482,6 +482,29 @@ def exec_command(
     raise typer.Exit(run(opts))
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(envvar="RUNNER_UI_HOST", help="address to listen on; any other than "
+                                      "127.0.0.1/localhost requires the printed token on every request")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="RUNNER_UI_PORT", min=0, max=65535, help="port (0: any free one)")] = 8770,
+    token: Annotated[Optional[str], typer.Option(envvar="RUNNER_UI_TOKEN", help="access token (default: a new "
+                                                 "random one when the address is not local)")] = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="seconds between live updates of an open page")] = 2.0,
+    watch_status: Annotated[Optional[Path], typer.Option(envvar="RUNNER_WATCH_STATUS_FILE", help="the watcher's "
+                                                         "--status-file, to show its health")] = None,
+) -> None:
+    """Serve a live dashboard of the ledger: jobs, attempts, preemptions, spend and v; cancel, halt, resume.
+    Needs the ui extra: pip install 'spot-runner[ui]'."""
+    from runner.ui import serve
+
+    try:
+        code = serve(host=host, port=port, token=token, interval=interval, status_file=watch_status,
+                     out=lambda line: out.print(line, markup=False))
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point of the console script."""
     logging.basicConfig(level=os.environ.get("RUNNER_LOG_LEVEL", "WARNING"),
