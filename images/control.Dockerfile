@@ -1,9 +1,10 @@
-# The control plane in a container: the `runner` CLI and watcher, no torch (about 415 MB, of which
-# matplotlib and numpy for `runner report` are 170 MB).
+# The control plane in a container: the `runner` CLI, watcher and dashboard (`runner ui`), no torch
+# (about 415 MB, of which matplotlib and numpy for `runner report` are 170 MB).
 # `docker compose up` runs it with the Docker socket mounted so it can start task containers
 # (siblings on the host's engine) and with the ledger on a volume.
 #
-# Build context: a folder with the project (pyproject.toml, README.md, runner/) and, optionally,
+# Build context: a folder with the project (pyproject.toml, README.md, runner/ with the dashboard's
+# front-end assets in runner/ui/static/vendor from `make ui-assets`) and, optionally,
 # wheelhouse/ (scripts/build-images.sh makes it: offline). Without a wheelhouse the build
 # installs from the package index.
 ARG BASE_IMAGE=python:3.11-slim
@@ -15,12 +16,13 @@ RUN set -eu; \
     python3 -m venv /opt/venv; \
     if ls /ctx/wheelhouse/*.whl >/dev/null 2>&1; then \
         /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-            --no-index --find-links /ctx/wheelhouse "/ctx[report]"; \
+            --no-index --find-links /ctx/wheelhouse "/ctx[report,ui]"; \
     else \
-        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "/ctx[report]"; \
+        /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "/ctx[report,ui]"; \
     fi; \
     /opt/venv/bin/runner --help >/dev/null; \
-    /opt/venv/bin/python -c "import matplotlib"
+    /opt/venv/bin/python -c "import matplotlib"; \
+    /opt/venv/bin/python -c "import runner.ui; runner.ui.check_ready()"
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
