@@ -494,7 +494,7 @@ def ui(
                                                          "--status-file, to show its health")] = None,
 ) -> None:
     """Serve a live dashboard of the ledger: jobs, attempts, preemptions, spend and v; cancel, halt, resume.
-    Needs the ui extra: pip install 'spot-runner[ui]'."""
+    Needs the ui extra (make install and the control image have it)."""
     from runner.ui import serve
 
     try:
