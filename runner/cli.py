@@ -65,23 +65,16 @@ def submit(
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
 ) -> None:
     """Submit a job and, unless --detach, keep it alive until it ends; exit 0 only on success."""
-    from runner.spec import SimulatePreemption, load_spec
+    from runner.spec import load_spec, parse_simulate_preemption
 
     try:
         overrides: dict[str, Any] = {}
         if backend is not None:
             overrides["backend"] = backend
-        spec = load_spec(spec_file, overrides)
         if simulate_preemption is not None:
-            plan = SimulatePreemption.parse_cli(simulate_preemption)
-            spec = spec.model_copy(update={"simulate_preemption": plan})
-        if spec.backend != "local" and spec.checkpoint_uri_for(0, "job").startswith("file://"):
-            schemes = {"aws": "s3://bucket/prefix", "gcp": "gs://bucket/prefix", "azure": "az://container/prefix"}
-            raise SpecError(f"{spec_file}: field 'checkpoint.uri': a local folder cannot be reached from "
-                            f"{spec.backend} machines; set checkpoint.uri to {schemes[spec.backend]}")
-        if spec.simulate_preemption is not None and spec.backend != "local":
-            raise SpecError(f"{spec_file}: simulate_preemption works on the local backend only; "
-                            f"each cloud preempts {spec.backend} jobs for real")
+            overrides["simulate_preemption"] = parse_simulate_preemption(simulate_preemption).model_dump(
+                exclude_none=True)
+        spec = load_spec(spec_file, overrides)
         with _ledger() as ledger:
             job_id = ledger.create_job(spec, spec_file.resolve())
         out.print(f"submitted {job_id} ({spec.backend}, checkpoints at {spec.checkpoint_uri_for(0, job_id)})")

@@ -17,6 +17,8 @@ Environment of every attempt (set by the runner, read by ``runner.task.context.R
 | ``RUNNER_CHECKPOINT_KEEP`` | committed steps to keep                                           |
 | ``RUNNER_THREADS``         | CPU threads (exact resume needs the same count)                   |
 | ``RUNNER_DATA_DIR``        | where the job's read-only inputs are, when the spec has ``data:`` |
+| ``RUNNER_NOTICE_WINDOW``   | seconds a notice without a deadline (signal, halt) leaves; 30     |
+| ``RUNNER_STORE_TIMEOUT``   | seconds one store call may retry without a notice; 300            |
 
 Exit codes: 0 finished, 75 stopped after a notice with a checkpoint committed, anything else
 failed. A ``HALT`` object under the checkpoint URI asks a running attempt to stop as if a notice
@@ -25,7 +27,22 @@ came (``runner halt``); the task's notice listener looks for it every few second
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypedDict
+
+# ---------------------------------------------------------------------------- durations
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``90s``, ``5m``, ``1.5h``, ``2d``, ``250ms`` into seconds (one grammar for specs and tasks)."""
+    m = _DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration; use a duration such as 90s, 5m or 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
 
 # ---------------------------------------------------------------------------- exit codes
 
@@ -47,6 +64,10 @@ CHECKPOINT_EVERY = "RUNNER_CHECKPOINT_EVERY"
 CHECKPOINT_KEEP = "RUNNER_CHECKPOINT_KEEP"
 THREADS = "RUNNER_THREADS"
 DATA_DIR = "RUNNER_DATA_DIR"
+#: JSON {name: "s3://b/p", ...}: data prefixes the task downloads into DATA_DIR/<name> before it starts.
+DATA_SOURCES = "RUNNER_DATA_SOURCES"
+#: A folder that outlives attempts on one machine, for staged data (mounted by backends that can).
+DATA_CACHE = "RUNNER_DATA_CACHE"
 #: Native array jobs: the variable the service sets to the child's index (e.g. AWS_BATCH_JOB_ARRAY_INDEX).
 ARRAY_INDEX_VAR = "RUNNER_ARRAY_INDEX_VAR"
 #: ``runner exec``: the folder it syncs, the signal a notice becomes, the file holding seconds_left.
@@ -56,6 +77,11 @@ NOTICE_FILE = "RUNNER_NOTICE_FILE"
 #: ``every: auto``: the runner's estimate of the mean time between preemptions and notice coverage.
 MTBF_S = "RUNNER_MTBF_S"
 NOTICE_COVERAGE = "RUNNER_NOTICE_COVERAGE"
+#: Seconds a notice without a named deadline (a signal, a halt file) is assumed to leave; default 30.
+NOTICE_WINDOW = "RUNNER_NOTICE_WINDOW"
+DEFAULT_NOTICE_WINDOW_S = 30.0
+#: Seconds one checkpoint store call may take, retries included, when no notice is pending.
+STORE_TIMEOUT = "RUNNER_STORE_TIMEOUT"
 
 #: Every variable the runner sets; a spec's ``env`` may not set any ``RUNNER_*`` name.
 RESERVED_PREFIX = "RUNNER_"
@@ -77,6 +103,9 @@ PROGRESS = "progress.json"
 PROGRESS_CSV = "checkpoint.txt"
 #: The object under the checkpoint URI that asks a running attempt to stop (``runner halt``).
 HALT_KEY = "HALT"
+#: ``runner exec``: put beside a step's manifest when the command failed right after restoring that
+#: step and committed nothing; the next attempt restores the step below it first.
+RESTORE_FAILED = "RESTORE_FAILED.json"
 
 
 def step_prefix(step: int) -> str:

@@ -17,6 +17,12 @@ Anything else is a bug and gets a traceback.
 from __future__ import annotations
 
 
+def one_line(text: object, limit: int = 400) -> str:
+    """Return ``text`` on one line (whitespace collapsed), cut to ``limit`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 class RunnerError(Exception):
     """An expected error: its message is one line naming the cause and the fix."""
 

@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import LedgerError
+from runner.paths import data_dir, default_ledger_path  # noqa: F401 - data_dir re-exported
 from runner.states import AttemptState, AttemptStatus, JobState
 
 if TYPE_CHECKING:
-    from runner.spec import JobSpec
+    from runner.spec.model import JobSpec
 
 SCHEMA_VERSION = 2
 #: Seconds a lease lasts unless renewed; a killed watcher's jobs are taken over after this.
@@ -118,14 +119,7 @@ CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner);
 }
 
 
-def data_dir() -> Path:
-    """Return the data folder: ``$RUNNER_HOME``, or ``~/.local/share/spot-runner``."""
-    return Path(os.environ.get("RUNNER_HOME") or "~/.local/share/spot-runner").expanduser()
-
-
-def default_path() -> Path:
-    """Return the default ledger file, ``<data_dir>/ledger.db``."""
-    return data_dir() / "ledger.db"
+default_path = default_ledger_path  # the ledger's own name for it
 
 
 def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +208,7 @@ class Job:
 
     def spec(self) -> JobSpec:
         """Return the stored (redacted) spec; secret ``env`` values read ``***``."""
-        from runner.spec import spec_from_dict
+        from runner.spec.load import spec_from_dict
 
         return spec_from_dict(json.loads(self.spec_json), f"ledger job {self.id}")
 

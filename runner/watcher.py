@@ -44,12 +44,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from runner.backends import Backend, Submission, get_backend
 from runner.cost.interval import estimate_from_ledger
 from runner.errors import BackendError, BackendUnavailable, RunnerError, SubmitError
-from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, Ledger, LeaseLost
+from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, LeaseLost, Ledger
 from runner.spec import JobSpec, load_spec
 from runner.states import AttemptState, AttemptStatus, JobState
 
@@ -225,7 +231,7 @@ class Watcher:
 
     def _adopt_or_submit(self, job: Job, attempt: Attempt) -> None:
         backend = self.backend(attempt.backend)
-        found = backend.find(attempt.key)
+        found = backend.find(self._submission(resolve_secrets(job.spec(), job), job, attempt))
         if found is not None:
             self.ledger.record_submitted(attempt.id, found)
             self._emit(job.id, f"adopted attempt {attempt.number} ({found[:12]}) started by an earlier watcher")

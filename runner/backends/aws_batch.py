@@ -26,15 +26,20 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pydantic import Field
+
+from runner import contract
 from runner.backends.base import Backend, Submission
+from runner.cost.table import PriceTable
 from runner.errors import BackendError, SubmitError
-from runner.spec import JobSpec
+from runner.spec.model import JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.aws_batch")
@@ -42,7 +47,7 @@ log = logging.getLogger("runner.backends.aws_batch")
 DESCRIBE_BATCH = 100          # describe_jobs takes at most 100 ids
 LIST_PAGE = 1000              # list_jobs with jobStatus returns at most 1000 a page
 MAX_ARRAY = 10_000
-EXIT_PREEMPTED = 75
+EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 PREEMPT_REASON = "Host EC2"   # "Host EC2 (instance i-...) terminated."
 CANCEL_REASON = "spot-runner: cancelled by the user"
 DEFAULT_LOG_GROUP = "/aws/batch/job"
@@ -53,6 +58,28 @@ PROGRESSION = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCE
 _WAITING = frozenset(PROGRESSION[:4])
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)/([A-Za-z0-9-]+)(?::(\d+))?$")
+
+
+class AwsSettings(SpecModel):
+    """The ``aws:`` section; ``runner init aws`` can create what it names."""
+
+    region: str | None = None
+    job_queue: str | None = None
+    compute_environment: str | None = None
+    instance_types: list[str] = Field(default_factory=list, max_length=100)
+    subnets: list[str] = Field(default_factory=list, max_length=100)
+    security_group_ids: list[str] = Field(default_factory=list, max_length=100)
+    instance_role: str | None = None
+    service_role: str | None = None
+    max_vcpus: int | None = Field(default=None, ge=1, le=1_000_000)
+    job_role_arn: str | None = None
+    log_group: str | None = None
+
+
+def aws_settings(spec: JobSpec) -> AwsSettings:
+    """Return the spec's ``aws:`` section (empty settings when it has none)."""
+    section = spec.section("aws")
+    return section if isinstance(section, AwsSettings) else AwsSettings()
 
 
 # ---------------------------------------------------------------------------- pure functions
@@ -136,10 +163,10 @@ def definition_request(spec: JobSpec, env: dict[str, str]) -> dict[str, Any]:
     command = [*(spec.command or []), *spec.args]
     if command:
         container["command"] = command
-    settings = spec.aws
-    if settings is not None and settings.job_role_arn:
+    settings = aws_settings(spec)
+    if settings.job_role_arn:
         container["jobRoleArn"] = settings.job_role_arn
-    if settings is not None and settings.log_group:
+    if settings.log_group:
         container["logConfiguration"] = {"logDriver": "awslogs",
                                          "options": {"awslogs-group": settings.log_group}}
     request: dict[str, Any] = {"type": "container", "containerProperties": container,
@@ -192,6 +219,21 @@ class AwsBatchBackend(Backend):
     """Run each attempt as an AWS Batch job on a spot compute environment."""
 
     name = "aws"
+    summary = "AWS Batch, spot compute environment"
+    settings_model = AwsSettings
+    required = ("job_queue",)
+    uri_example = "s3://bucket/prefix"
+    notice = "aws"
+    extra = "aws"
+
+    @classmethod
+    def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
+        """The first of ``aws.instance_types`` in ``aws.region`` (None for ``optimal``)."""
+        aws = aws_settings(spec)
+        if not aws.instance_types or aws.instance_types[0] in ("optimal", "default"):
+            return None
+        region = aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return "aws", region, aws.instance_types[0]
 
     def __init__(self, region: str | None = None, endpoint_url: str | None = None,
                  config: Any = None) -> None:
@@ -421,9 +463,10 @@ class AwsBatchBackend(Backend):
         following = answer.get("nextForwardToken")
         return (following if following != token else token), lines
 
-    def find(self, key: str) -> str | None:
-        """Return the newest job named after ``key`` in this region's queues, or None."""
-        region = self.default_region
+    def find(self, sub: Submission) -> str | None:
+        """Return the newest job named after ``sub``'s key in its region's queues, or None."""
+        key = sub.key
+        region = self._region(sub.spec)
         batch = self.client("batch", region)
         try:
             queues = set(self._queues.get(region, set()))
@@ -445,11 +488,11 @@ class AwsBatchBackend(Backend):
         """Create or update the spot compute environment and the job queue (``runner init aws``)."""
         from runner.backends.aws_setup import ensure_batch
 
-        backend = cls(region=spec.aws.region if spec.aws else None)
+        backend = cls(region=aws_settings(spec).region)
         ensure_batch(backend.client("batch", backend._region(spec)), spec, echo)
 
     def _region(self, spec: JobSpec) -> str:
-        return (spec.aws.region if spec.aws and spec.aws.region else None) or self.default_region
+        return aws_settings(spec).region or self.default_region
 
     def close(self) -> None:
         self._clients.clear()
@@ -466,7 +509,7 @@ def _found(job: dict[str, Any] | None, job_id: str) -> AttemptStatus:
 
 
 def _settings(spec: JobSpec, field: str) -> str:
-    value = getattr(spec.aws, field, None) if spec.aws else None
+    value = getattr(aws_settings(spec), field, None)
     if not value:
         raise SubmitError(f"field 'aws.{field}' is required with backend aws; add {field}: ... under aws:")
     return str(value)
@@ -489,5 +532,5 @@ def _explain(exc: BaseException, what: str) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
-__all__ = ["AwsBatchBackend", "classify", "definition_request", "job_name", "parse_id", "retry_strategy",
+__all__ = ["AwsBatchBackend", "AwsSettings", "aws_settings", "classify", "definition_request", "job_name", "parse_id", "retry_strategy",
            "submit_request"]

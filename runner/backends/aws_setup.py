@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from runner.backends.aws_batch import AwsSettings, aws_settings
 from runner.errors import BackendError
-from runner.spec import AwsSettings, JobSpec
+from runner.spec.model import JobSpec
 
 DEFAULT_MAX_VCPUS = 256
 WAIT_S = 300
@@ -23,7 +24,7 @@ def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s:
     """Make sure the compute environment and the queue exist as the spec asks; return their ARNs."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    settings = spec.aws or AwsSettings()
+    settings = aws_settings(spec)
     queue = settings.job_queue
     if not queue:
         raise BackendError("field 'aws.job_queue' is required for `runner init aws`; add job_queue: ... under aws:")

@@ -29,19 +29,31 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from runner.backends.azure_setup import azure_id, ensure_pool, job_options, make_client, settings, task_options
+from runner import contract
+from runner.backends.azure_setup import (
+    AzureSettings,
+    azure_id,
+    azure_settings,
+    ensure_pool,
+    job_options,
+    make_client,
+    settings,
+    task_options,
+)
 from runner.backends.base import Backend, Submission
+from runner.cost.table import PriceError, PriceTable
 from runner.errors import BackendError, SubmitError
-from runner.spec import JobSpec
+from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.azure")
 
-EXIT_PREEMPTED = 75
+EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 CHUNK = 100  # create_task_collection takes at most 100 tasks
 SEP = "|"
 
@@ -111,6 +123,24 @@ class AzureBatchBackend(Backend):
     """Run each attempt as one container task on an Azure Batch pool."""
 
     name = "azure"
+    summary = "Azure Batch, low-priority nodes"
+    settings_model = AzureSettings
+    required = ("account_url", "pool_id")
+    uri_example = "az://container/prefix"
+    notice = "azure"
+    extra = "azure"
+
+    @classmethod
+    def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
+        """``azure.vm_size`` in ``azure.region`` (default: the region in the account URL)."""
+        azure = azure_settings(spec)
+        if not azure.vm_size:
+            return None
+        region = azure.region or _region_of(azure.account_url)
+        if region is None:
+            raise PriceError(f"azure.vm_size {azure.vm_size} has no region to price it in; "
+                             "add region: eastus (for example) under azure:")
+        return "azure", region, azure.vm_size
 
     def __init__(self, client_factory: Any = None) -> None:
         self._factory = client_factory or make_client
@@ -159,7 +189,11 @@ class AzureBatchBackend(Backend):
         return [SEP.join((url, job, t.id)) for t in tasks]
 
     def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec) -> None:
-        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            ResourceExistsError,
+            ResourceNotFoundError,
+        )
 
         job = azure_id(job_id)
         if (url, job) in self._jobs:
@@ -261,7 +295,11 @@ class AzureBatchBackend(Backend):
         self._terminate(url, job, task_id)
 
     def _terminate(self, url: str, job: str, task_id: str) -> None:
-        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+        from azure.core.exceptions import (
+            AzureError,
+            ResourceExistsError,
+            ResourceNotFoundError,
+        )
 
         try:
             self.client(url).terminate_task(job, task_id)
@@ -310,42 +348,22 @@ class AzureBatchBackend(Backend):
         except AzureError:
             return True
 
-    def find(self, key: str) -> str | None:
-        """Return the id of the task created under ``key``, if its account can be told.
-
-        ``find`` gets only the key, so the account comes from the accounts this backend has
-        talked to, ``AZURE_BATCH_ENDPOINT``, or the job's spec in the ledger.
-        """
+    def find(self, sub: Submission) -> str | None:
+        """Return the id of the task created for ``sub``, looked up in its spec's Batch account."""
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-        job_id = key.rsplit("-", 2)[0]
-        job, task_id = azure_id(job_id), azure_id(key)
-        for url in self._accounts_for(job_id):
-            try:
-                self.client(url).get_task(job, task_id, select=["id"])
-            except ResourceNotFoundError:
-                continue
-            except AzureError as exc:
-                raise BackendError(f"cannot look for task {task_id} at {url}: {_one_line(exc)}") from exc
-            return SEP.join((url, job, task_id))
-        return None
-
-    def _accounts_for(self, job_id: str) -> list[str]:
-        import os
-
-        urls = list(self._clients)
-        if os.environ.get("AZURE_BATCH_ENDPOINT"):
-            urls.append(os.environ["AZURE_BATCH_ENDPOINT"].rstrip("/"))
+        url = azure_settings(sub.spec).account_url
+        if not url:
+            return None
+        url = url.rstrip("/")
+        job, task_id = azure_id(sub.job_id), azure_id(sub.key)
         try:
-            from runner.ledger import Ledger
-
-            with Ledger() as ledger:
-                azure = ledger.get_job(job_id).spec().azure
-            if azure is not None and azure.account_url:
-                urls.append(azure.account_url.rstrip("/"))
-        except Exception as exc:  # noqa: BLE001 - the ledger is only a hint here
-            log.debug("no account URL for %s from the ledger: %s", job_id, exc)
-        return list(dict.fromkeys(urls))
+            self.client(url).get_task(job, task_id, select=["id"])
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise BackendError(f"cannot look for task {task_id} at {url}: {_one_line(exc)}") from exc
+        return SEP.join((url, job, task_id))
 
     @classmethod
     def init(cls, spec: JobSpec, echo: Any) -> None:
@@ -360,6 +378,13 @@ class AzureBatchBackend(Backend):
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
         self._clients.clear()
+
+
+def _region_of(account_url: str | None) -> str | None:
+    """Return the region in ``https://<account>.<region>.batch.azure.com``, if the URL has that shape."""
+    host = urllib.parse.urlsplit(account_url or "").hostname or ""
+    parts = host.split(".")
+    return parts[1] if len(parts) >= 5 and host.endswith(".batch.azure.com") else None
 
 
 def _check_collection(result: Any) -> None:

@@ -14,14 +14,46 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from runner.backends.base import Submission
 from runner.errors import BackendError
-from runner.spec import AzureImageReference, JobSpec
+from runner.spec.model import JobSpec, SpecModel
+
+
+class AzureImageReference(SpecModel):
+    """A marketplace image for the Batch pool's nodes."""
+
+    publisher: str
+    offer: str
+    sku: str
+    version: str = "latest"
+
+
+class AzureSettings(SpecModel):
+    """The ``azure:`` section."""
+
+    account_url: str | None = None
+    pool_id: str | None = None
+    vm_size: str | None = None
+    node_agent_sku_id: str | None = None
+    image_reference: AzureImageReference | None = None
+    low_priority_nodes: int | None = Field(default=None, ge=0, le=100_000)
+    region: str | None = None  # for prices; default: the region in account_url
+
+    @field_validator("account_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value[:80]!r} is not a URL; use https://<account>.<region>.batch.azure.com")
+        return value
+
 
 #: A marketplace image whose node agent runs Docker-compatible containers (Azure's container docs).
 DEFAULT_IMAGE = AzureImageReference(publisher="microsoft-dsvm", offer="ubuntu-hpc", sku="2204")
@@ -63,10 +95,16 @@ def make_client(account_url: str) -> Any:
                        retry_backoff_factor=0.3, connection_timeout=10, read_timeout=60)
 
 
-def settings(spec: JobSpec) -> Any:
+def azure_settings(spec: JobSpec) -> AzureSettings:
+    """Return the spec's ``azure:`` section (empty settings when it has none)."""
+    section = spec.section("azure")
+    return section if isinstance(section, AzureSettings) else AzureSettings()
+
+
+def settings(spec: JobSpec) -> AzureSettings:
     """Return the spec's ``azure:`` section, or a one-line error naming what is missing."""
-    azure = spec.azure
-    if azure is None or not azure.account_url or not azure.pool_id:
+    azure = azure_settings(spec)
+    if not azure.account_url or not azure.pool_id:
         raise BackendError("the azure backend needs azure.account_url and azure.pool_id in the job spec; "
                            "add them under azure:")
     return azure
@@ -146,7 +184,11 @@ def task_options(sub: Submission) -> Any:
 
 def ensure_pool(spec: JobSpec, echo: Callable[[str], None], client: Any | None = None) -> bool:
     """Create the spec's pool unless it exists; print what was created or found; True if created."""
-    from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+    from azure.core.exceptions import (
+        AzureError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+    )
 
     azure = settings(spec)
     client = client or make_client(azure.account_url)

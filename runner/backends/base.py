@@ -1,5 +1,25 @@
 """The backend interface: run one attempt of a job, report its state; nothing about budgets.
 
+A backend class declares, as class attributes, everything the rest of the runner needs to know
+about it, so that adding one is one module (and, outside this repository, one entry point; see
+:mod:`runner.plugins`):
+
+| attribute              | meaning                                                               |
+|------------------------|-----------------------------------------------------------------------|
+| ``name``               | the value of the spec's ``backend:``                                  |
+| ``summary``            | one line: what it runs attempts on                                    |
+| ``settings_model``     | the pydantic model of its spec section (``<name>:``), or None         |
+| ``required``           | settings that section must have to run here                           |
+| ``schemes``            | checkpoint/data URI schemes its machines reach (``file`` = this host's folders) |
+| ``uri_example``        | the URI to suggest when a job's is unreachable                        |
+| ``notice``             | the notice listener mode its machines use when the spec says ``auto`` |
+| ``capacities``         | what it can run on: ``spot``, ``on-demand``                           |
+| ``simulates_preemption`` | whether ``--simulate-preemption`` works here                        |
+| ``extra``              | the pip extra with its SDK                                            |
+
+and two class methods: :meth:`Backend.check_spec` (one more check of a spec, as a field and a
+message) and :meth:`Backend.machine` (the ``cloud, region, type`` its price comes from).
+
 Provider states stay inside each backend, mapped onto :class:`AttemptState` by one pure function
 per backend, with the provider's words kept in ``AttemptStatus.reason``. A poll that fails
 reports UNKNOWN (never FAILED), and the watcher never resubmits on UNKNOWN.
@@ -10,10 +30,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from runner.spec import JobSpec
+from pydantic import BaseModel
+
+from runner.errors import BackendError
+from runner.spec.model import JobSpec
 from runner.states import AttemptStatus
+
+if TYPE_CHECKING:
+    from runner.cost.table import PriceTable
 
 
 @dataclass(frozen=True)
@@ -27,12 +53,64 @@ class Submission:
     array_index: int
     checkpoint_uri: str
     env: dict[str, str] = field(default_factory=dict)  # the contract's RUNNER_* plus the spec's env
+    capacity: str = "spot"   # "spot" or "on-demand"
 
 
 class Backend(ABC):
     """One place attempts run."""
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    required: ClassVar[tuple[str, ...]] = ()
+    schemes: ClassVar[tuple[str, ...]] = ("s3", "gs", "az")
+    uri_example: ClassVar[str] = "s3://bucket/prefix"
+    notice: ClassVar[str] = "auto"
+    capacities: ClassVar[tuple[str, ...]] = ("spot",)
+    simulates_preemption: ClassVar[bool] = False
+    extra: ClassVar[str | None] = None
+
+    # ------------------------------------------------------------------ declarations
+
+    @classmethod
+    def settings(cls, spec: JobSpec) -> BaseModel | None:
+        """Return the spec's section for this backend, or None."""
+        return spec.section(cls.name)
+
+    @classmethod
+    def check_spec(cls, spec: JobSpec, chosen: bool) -> tuple[str, str] | None:
+        """Return (dotted field, problem and fix) if ``spec`` cannot run here; None if it can.
+
+        ``chosen`` is False when the spec only carries this backend's section (for ``--backend``).
+        The default checks the required settings, that the machines reach the checkpoint URI and
+        the data, and simulated preemption.
+        """
+        if not chosen:
+            return None
+        section = cls.settings(spec)
+        for setting in cls.required:
+            if section is None or getattr(section, setting, None) is None:
+                return (f"{cls.name}.{setting}",
+                        f"is required with backend {cls.name}; add {setting}: ... under {cls.name}:")
+        if "file" not in cls.schemes:
+            uri = spec.checkpoint.uri
+            if uri is None or uri.startswith("file://"):
+                return ("checkpoint.uri", f"a local folder cannot be reached from {cls.name} machines; "
+                                          f"set checkpoint.uri to {cls.uri_example}")
+            for name, source in spec.local_data().items():
+                return (f"data.{name}", f"{source} is a folder on this machine, which {cls.name} machines "
+                                        f"cannot reach; upload it and give its prefix, such as {cls.uri_example}")
+        if spec.simulate_preemption is not None and not cls.simulates_preemption:
+            return ("simulate_preemption", f"works on the local backend only; each cloud preempts "
+                                           f"{cls.name} jobs for real")
+        return None
+
+    @classmethod
+    def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
+        """Return (cloud, region, instance type) whose price the spec's machine has, or None."""
+        return None
+
+    # ------------------------------------------------------------------ running attempts
 
     @abstractmethod
     def submit(self, sub: Submission) -> str:
@@ -48,8 +126,6 @@ class Backend(ABC):
     @classmethod
     def init(cls, spec: JobSpec, echo: Callable[[str], None]) -> None:
         """Create or update, idempotently, what the cloud needs to run ``spec`` (``runner init``)."""
-        from runner.errors import BackendError
-
         raise BackendError(f"`runner init` has nothing to set up for the {cls.name} backend")
 
     @abstractmethod
@@ -64,8 +140,8 @@ class Backend(ABC):
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the attempt's log lines."""
 
-    def find(self, key: str) -> str | None:
-        """Return the id of an attempt submitted under ``key``, if the backend can tell.
+    def find(self, sub: Submission) -> str | None:
+        """Return the id of the attempt submitted as ``sub`` (its key), if the backend can tell.
 
         A watcher killed between submit and recording the id uses this to adopt the attempt
         instead of starting a second one.

@@ -38,15 +38,20 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field
+
+from runner import contract
 from runner.backends.base import Backend, Submission
+from runner.cost.table import PriceTable
 from runner.errors import BackendError, SubmitError
+from runner.spec.model import JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.gcp_batch")
 
 ENDPOINT_ENV = "RUNNER_GCP_BATCH_ENDPOINT"
 EXIT_SPOT_PREEMPTION = 50001
-EXIT_PREEMPTED = 75
+EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 RETRY_EXIT_CODES = (EXIT_SPOT_PREEMPTION, EXIT_PREEMPTED)
 MAX_RETRY_LIMIT = 10  # GCP accepts max_retry_count 0..10
 GROUP = "group0"
@@ -61,6 +66,27 @@ _JOB_ID = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EXIT_IN_TEXT = re.compile(r"exit code (\d+)")
 _TASK_SUFFIX = re.compile(r"^(?P<job>projects/[^/]+/locations/[^/]+/jobs/[^/]+)"
                           r"(?:/taskGroups/[^/]+/tasks/(?P<index>\d+))?$")
+
+
+#: GCP families whose GPUs come with the machine type (the accelerator fields only repeat them).
+_GCP_BUNDLED_GPU = ("a2-", "a3-", "g2-")
+
+
+class GcpSettings(SpecModel):
+    """The ``gcp:`` section."""
+
+    project: str | None = None
+    region: str | None = None
+    machine_type: str | None = None
+    accelerator_type: str | None = None
+    accelerator_count: int | None = Field(default=None, ge=0, le=64)
+    service_account: str | None = None
+
+
+def gcp_settings(spec: JobSpec) -> GcpSettings:
+    """Return the spec's ``gcp:`` section (empty settings when it has none)."""
+    section = spec.section("gcp")
+    return section if isinstance(section, GcpSettings) else GcpSettings()
 
 
 # ---------------------------------------------------------------------------- names
@@ -109,7 +135,7 @@ def build_job(subs: Sequence[Submission]) -> Any:
 
     first = subs[0]
     spec, res = first.spec, first.spec.resources
-    gcp = spec.gcp
+    gcp = gcp_settings(spec)
     if not first.checkpoint_uri.startswith(("gs://", "s3://", "az://")):
         raise SubmitError(f"checkpoint URI {first.checkpoint_uri} is on this machine, which GCP VMs "
                           "cannot reach; set checkpoint.uri: gs://bucket/prefix")
@@ -137,17 +163,17 @@ def build_job(subs: Sequence[Submission]) -> Any:
     policy = batch_v1.AllocationPolicy.InstancePolicy(
         provisioning_model=(batch_v1.AllocationPolicy.ProvisioningModel.SPOT if spec.spot
                             else batch_v1.AllocationPolicy.ProvisioningModel.STANDARD))
-    if gcp is not None and gcp.machine_type:
+    if gcp.machine_type:
         policy.machine_type = gcp.machine_type
-    accelerator_type = (gcp.accelerator_type if gcp else None) or res.gpu_type
-    accelerator_count = (gcp.accelerator_count if gcp and gcp.accelerator_count is not None else res.gpus)
+    accelerator_type = gcp.accelerator_type or res.gpu_type
+    accelerator_count = gcp.accelerator_count if gcp.accelerator_count is not None else res.gpus
     if accelerator_type and accelerator_count:
         policy.accelerators = [batch_v1.AllocationPolicy.Accelerator(
             type_=accelerator_type, count=accelerator_count)]
     allocation = batch_v1.AllocationPolicy(
         instances=[batch_v1.AllocationPolicy.InstancePolicyOrTemplate(
             policy=policy, install_gpu_drivers=bool(accelerator_type and accelerator_count))])
-    if gcp is not None and gcp.service_account:
+    if gcp.service_account:
         allocation.service_account = batch_v1.ServiceAccount(email=gcp.service_account)
     labels = {LABEL_MANAGED: "1", LABEL_JOB: label_value(first.job_id)}
     if len(subs) == 1:
@@ -304,6 +330,24 @@ class GcpBatchBackend(Backend):
     """Run each attempt as a Google Cloud Batch job on SPOT VMs."""
 
     name = "gcp"
+    summary = "Google Cloud Batch, SPOT VMs"
+    settings_model = GcpSettings
+    required = ("project", "region")
+    uri_example = "gs://bucket/prefix"
+    notice = "gcp"
+    extra = "gcp"
+
+    @classmethod
+    def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
+        """``gcp.machine_type`` (plus its accelerators, unless the family bundles them) in ``gcp.region``."""
+        gcp = gcp_settings(spec)
+        if not gcp.machine_type or not gcp.region:
+            return None
+        itype = gcp.machine_type
+        if gcp.accelerator_type and (gcp.accelerator_count or 1) > 0 and not itype.startswith(_GCP_BUNDLED_GPU):
+            count = gcp.accelerator_count or 1
+            itype += f"+{gcp.accelerator_type}" if count == 1 else f"+{count}x{gcp.accelerator_type}"
+        return "gcp", gcp.region, itype
 
     def __init__(self, client: Any = None, endpoint: str | None = None) -> None:
         try:
@@ -331,10 +375,9 @@ class GcpBatchBackend(Backend):
         return self._create(list(subs))
 
     def _create(self, subs: list[Submission]) -> list[str]:
-        spec = subs[0].spec
-        if spec.gcp is None or not spec.gcp.project or not spec.gcp.region:
+        parent = _parent(subs[0].spec)
+        if parent is None:
             raise SubmitError("the gcp backend needs gcp.project and gcp.region in the job spec")
-        parent = f"projects/{spec.gcp.project}/locations/{spec.gcp.region}"
         job_id = job_id_for(subs[0].key if len(subs) == 1 else f"{subs[0].key}-x{len(subs)}")
         job = build_job(subs)
         name = f"{parent}/jobs/{job_id}"
@@ -437,43 +480,24 @@ class GcpBatchBackend(Backend):
             for event in task.status.status_events:
                 yield f"{_stamp(event.event_time)} task {task.name.rsplit('/', 1)[-1]}: {event.description}"
 
-    def find(self, key: str) -> str | None:
-        """Return the job (or array task) created under ``key``: list_jobs filtered by the job's label.
-
-        The key is the ledger's ``<job id>-<index>-<number>``; the job's spec (in the ledger)
-        says which project and region to list.
-        """
-        job_id = key.rsplit("-", 2)[0]
-        parent = self._parent_of(job_id)
+    def find(self, sub: Submission) -> str | None:
+        """Return the job (or array task) created for ``sub``: list_jobs filtered by the job's label."""
+        parent = _parent(sub.spec)
         if parent is None:
             return None
-        label_filter = f'labels.{LABEL_JOB}="{label_value(job_id)}"'
+        label_filter = f'labels.{LABEL_JOB}="{label_value(sub.job_id)}"'
         try:
             request = self._batch.ListJobsRequest(parent=parent, filter=label_filter)
             for job in self.client.list_jobs(request=request):
-                if job.labels.get(LABEL_KEY) == label_value(key):
+                if job.labels.get(LABEL_KEY) == label_value(sub.key):
                     return str(job.name)
                 for group in job.task_groups[:1]:
                     for i, env in enumerate(group.task_environments):
-                        if env.variables.get(KEY_VARIABLE) == key:
+                        if env.variables.get(KEY_VARIABLE) == sub.key:
                             return f"{job.name}/taskGroups/{GROUP}/tasks/{i}"
         except Exception as exc:
             raise BackendError(_one_line(f"cannot list Batch jobs in {parent}: {_explain(exc)}")) from exc
         return None
-
-    @staticmethod
-    def _parent_of(job_id: str) -> str | None:
-        """Return ``projects/P/locations/R`` from the ledger's spec of ``job_id``, if it has one."""
-        from runner.ledger import Ledger
-
-        try:
-            with Ledger() as ledger:
-                spec = ledger.get_job(job_id).spec()
-        except Exception:  # noqa: BLE001 - no such job, or no ledger: nothing to adopt
-            return None
-        if spec.gcp is None or not spec.gcp.project or not spec.gcp.region:
-            return None
-        return f"projects/{spec.gcp.project}/locations/{spec.gcp.region}"
 
     def close(self) -> None:
         transport = getattr(self.client, "transport", None)
@@ -482,6 +506,14 @@ class GcpBatchBackend(Backend):
                 transport.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+
+
+def _parent(spec: JobSpec) -> str | None:
+    """Return ``projects/P/locations/R`` of a spec, or None when it lacks either."""
+    gcp = gcp_settings(spec)
+    if not gcp.project or not gcp.region:
+        return None
+    return f"projects/{gcp.project}/locations/{gcp.region}"
 
 
 def _make_client(batch_v1: Any, endpoint: str | None) -> Any:

@@ -2,15 +2,19 @@
 
 Every container is named ``spot-runner-<key>`` and labelled (``spot-runner.managed``, ``.job``,
 ``.key``, ``.attempt``, ``.index``), so a restarted watcher finds and adopts what it started.
-A ``file://`` checkpoint folder is bind-mounted at the same path inside the container, so the
-URI means the same thing on both sides. Images are never pulled: a missing image is an error.
+A ``file://`` checkpoint folder is bind-mounted at the fixed path ``/checkpoints`` inside the
+container and the task is told ``RUNNER_CHECKPOINT_URI=file:///checkpoints``: the host's path
+never matters inside (a folder under a home of mode 700, which the image's user could not walk
+through, included). The spec's ``data:`` folders on this machine are mounted read-only at
+``/data/<name>``. Images are never pulled: a missing image is an error.
 
-A container gets only what its attempt needs: its ``file://`` checkpoint folder (nothing else is
-mounted; never the Docker socket), no extra privileges, the default network unless the spec's
-``local.network`` names one. It runs as the image's user (the task images run as uid 1000): a
-runner started by root hands the checkpoint folder over to that uid:gid (``chown``, the folder
-only, not its parents); a runner started by another user runs the container as that user's
-uid:gid instead, so the files it writes stay the user's.
+A container gets only what its attempt needs: its checkpoint folder and its data folders
+(nothing else is mounted; never the Docker socket), no extra privileges, the default network
+unless the spec's ``local.network`` names one. It runs as the image's user (the task images run
+as uid 1000): a runner started by root hands the checkpoint folder over to that uid:gid
+(``chown``, the folder only, not its parents) and checks that the data can be read by it; a
+runner started by another user runs the container as that user's uid:gid instead, so the files
+it writes stay the user's.
 
 One pure function, :func:`classify`, maps a ``docker inspect`` State onto :class:`AttemptState`.
 The engine cannot tell a preemption from any other SIGKILL, so :meth:`LocalBackend.preempt` and
@@ -34,10 +38,14 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import DeviceRequest
+from pydantic import Field, field_validator
 from requests.exceptions import RequestException
 
+from runner import contract
 from runner.backends.base import Backend, Submission
-from runner.errors import BackendError, BackendUnavailable, SubmitError
+from runner.cost.table import DEFAULT_REGIONS, PriceError, PriceTable, parse_machine
+from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
+from runner.spec.model import JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.local")
@@ -48,13 +56,28 @@ LABEL_JOB = "spot-runner.job"
 LABEL_KEY = "spot-runner.key"
 LABEL_ATTEMPT = "spot-runner.attempt"
 LABEL_INDEX = "spot-runner.index"
-EXIT_PREEMPTED = 75
+EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 EXIT_SIGKILL = 128 + signal.SIGKILL
 STOP_TIMEOUT = 10
 HOST_GATEWAY = {"host.docker.internal": "host-gateway"}
 _ENGINE_ERRORS = (DockerException, RequestException, OSError)
 _ZERO_TIME = "0001-01-01"
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+class LocalSettings(SpecModel):
+    """The ``local:`` section; ``price_per_hour`` and ``imitates`` price a run as a cloud machine."""
+
+    price_per_hour: float | None = Field(default=None, gt=0, le=1e6)
+    imitates: str | None = None  # [cloud:[region:]]type, e.g. aws:us-east-1:g4dn.xlarge
+    network: str | None = None
+
+    @field_validator("imitates")
+    @classmethod
+    def _check_imitates(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_machine(value)
+        return value
 
 
 def classify(state: dict[str, Any], preempted: bool = False, cancelled: bool = False,
@@ -67,7 +90,7 @@ def classify(state: dict[str, Any], preempted: bool = False, cancelled: bool = F
     status = str(state.get("Status") or "").lower()
     code = state.get("ExitCode")
     exit_code = int(code) if isinstance(code, int) else None
-    error = _one_line(str(state.get("Error") or ""))
+    error = one_line(str(state.get("Error") or ""))
     started, ended = _epoch(state.get("StartedAt")), _epoch(state.get("FinishedAt"))
 
     def status_of(kind: AttemptState, reason: str, with_code: bool = True) -> AttemptStatus:
@@ -105,6 +128,42 @@ class LocalBackend(Backend):
     """Run each attempt as one container on the Docker engine of this machine."""
 
     name = "local"
+    summary = "the Docker engine on this machine"
+    settings_model = LocalSettings
+    schemes = ("file", "s3", "gs", "az")
+    uri_example = "file:///absolute/folder"
+    simulates_preemption = True
+
+    @classmethod
+    def check_spec(cls, spec: JobSpec, chosen: bool) -> tuple[str, str] | None:
+        """Also: ``local.price_per_hour`` needs a machine (``imitates``) for the on-demand side."""
+        local = cls.settings(spec)
+        if isinstance(local, LocalSettings) and local.price_per_hour is not None and not local.imitates \
+                and not (spec.cost and spec.cost.on_demand_per_hour):
+            return ("local.imitates", "is needed with local.price_per_hour to know the on-demand price; "
+                                      "name the machine, such as imitates: aws:us-east-1:g4dn.xlarge")
+        return super().check_spec(spec, chosen)
+
+    @classmethod
+    def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
+        """The machine ``local.imitates`` names (cloud and region filled in from the table)."""
+        local = cls.settings(spec)
+        if not isinstance(local, LocalSettings) or not local.imitates:
+            return None
+        cloud, region, itype = parse_machine(local.imitates)
+        if cloud is None:
+            clouds = sorted({p.cloud for p in table.select(instance_type=itype)})
+            if len(clouds) > 1:
+                raise PriceError(f"local.imitates {itype!r} is priced on {', '.join(clouds)}; "
+                                 f"write cloud:region:type, such as {clouds[0]}:{DEFAULT_REGIONS[clouds[0]]}:{itype}")
+            if not clouds:
+                raise PriceError(f"local.imitates {itype!r} is in no price table; write cloud:region:type and add "
+                                 "it to a prices file (see docs/prices.md), or set cost.on_demand_per_hour")
+            cloud = clouds[0]
+        if region is None:
+            regions = [p.region for p in table.select(cloud, instance_type=itype)]
+            region = DEFAULT_REGIONS[cloud] if DEFAULT_REGIONS[cloud] in regions or not regions else regions[0]
+        return cloud, region, itype
 
     def __init__(self, client: docker.DockerClient | None = None, simulator_url: str | None = None,
                  home: Path | None = None) -> None:
@@ -117,7 +176,7 @@ class LocalBackend(Backend):
         else:
             self._owns_client = False
         if home is None:
-            from runner.ledger import data_dir
+            from runner.paths import data_dir
 
             home = data_dir()
         self.client = client
@@ -148,7 +207,7 @@ class LocalBackend(Backend):
         except APIError as exc:
             if exc.status_code == 409:  # submitted before under this key: adopt it
                 return self._adopt(name)
-            raise SubmitError(_one_line(f"cannot create container {name}: {_explain(exc)}; "
+            raise SubmitError(one_line(f"cannot create container {name}: {_explain(exc)}; "
                                         "check the job spec's image, command and resources")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendUnavailable(_unreachable(exc)) from exc
@@ -157,7 +216,7 @@ class LocalBackend(Backend):
         except _ENGINE_ERRORS as exc:
             reason = _explain(exc) if isinstance(exc, APIError) else str(exc)
             self._discard(container.id)
-            raise SubmitError(_one_line(f"cannot start container {name}: {reason}; "
+            raise SubmitError(one_line(f"cannot start container {name}: {reason}; "
                                         "check the image's entrypoint and the job's command")) from exc
         log.debug("started %s (%s) from %s", name, container.id[:12], spec.image)
         return str(container.id)
@@ -177,7 +236,6 @@ class LocalBackend(Backend):
         if self.simulator_url:
             env["RUNNER_METADATA_URL"] = f"{self.simulator_url}/ns/{sub.key}"
             options["extra_hosts"] = dict(HOST_GATEWAY)
-        options["environment"] = env
         host = self._host_info()
         cpus, memory = res.cpus, res.memory_bytes
         if host["cpus"] and cpus > host["cpus"]:
@@ -197,6 +255,7 @@ class LocalBackend(Backend):
             else:
                 self._warn_once("gpus", f"{res.gpus} GPU(s) asked but the engine has no nvidia runtime; "
                                         "running on CPU (install nvidia-container-toolkit for GPUs)")
+        volumes: dict[str, dict[str, str]] = {}
         if sub.checkpoint_uri.startswith("file://"):
             folder = sub.checkpoint_uri[len("file://"):]
             try:
@@ -205,12 +264,27 @@ class LocalBackend(Backend):
                 raise SubmitError(f"cannot create the checkpoint folder {folder}: {exc.strerror}; "
                                   "fix checkpoint.uri or the folder's permissions") from exc
             self._hand_over(folder, image_user, spec.image)
-            options["volumes"] = {folder: {"bind": folder, "mode": "rw"}}
+            volumes[folder] = {"bind": contract.CONTAINER_CHECKPOINT_DIR, "mode": "rw"}
+            env[contract.CHECKPOINT_URI] = f"file://{contract.CONTAINER_CHECKPOINT_DIR}"
+        for name, folder in spec.local_data().items():
+            check_data_folder(name, folder, self._container_user(image_user))
+            volumes[folder] = {"bind": f"{contract.CONTAINER_DATA_DIR}/{name}", "mode": "ro"}
+        if volumes:
+            options["volumes"] = volumes
         if os.geteuid() != 0:  # run as the invoking user: the files it writes stay theirs
             options["user"] = f"{os.geteuid()}:{os.getegid()}"
-        if spec.local is not None and spec.local.network:
-            options["network"] = spec.local.network
+        options["environment"] = env
+        local = self.settings(spec)
+        if isinstance(local, LocalSettings) and local.network:
+            options["network"] = local.network
         return options
+
+    @staticmethod
+    def _container_user(image_user: str) -> tuple[int, int] | None:
+        """Return the uid:gid the container runs as (None: a named user the runner cannot tell)."""
+        if os.geteuid() != 0:
+            return (os.geteuid(), os.getegid())
+        return _numeric_user(image_user)
 
     def _hand_over(self, folder: str, image_user: str, image: str) -> None:
         """Make a root runner's checkpoint folder writable by the image's non-root uid:gid."""
@@ -253,7 +327,7 @@ class LocalBackend(Backend):
             if state.get("Status") == "created" and not state.get("Error") and not state.get("ExitCode"):
                 self.client.api.start(info["Id"])
         except _ENGINE_ERRORS as exc:
-            raise SubmitError(_one_line(f"container {name} exists but cannot be adopted: {exc}; "
+            raise SubmitError(one_line(f"container {name} exists but cannot be adopted: {exc}; "
                                         f"remove it with docker rm -f {name}")) from exc
         if (info.get("Config") or {}).get("Labels", {}).get(LABEL_MANAGED) != "1":
             raise SubmitError(f"a container named {name} exists but was not started by the runner; "
@@ -333,7 +407,7 @@ class LocalBackend(Backend):
         except APIError as exc:
             if exc.status_code == 409:  # not running
                 return False
-            raise BackendError(_one_line(f"cannot send {name} to {backend_id[:12]}: {_explain(exc)}")) from exc
+            raise BackendError(one_line(f"cannot send {name} to {backend_id[:12]}: {_explain(exc)}")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendError(_unreachable(exc)) from exc
         return True
@@ -349,7 +423,7 @@ class LocalBackend(Backend):
         except NotFound:
             return
         except APIError as exc:
-            raise BackendError(_one_line(f"cannot stop {backend_id[:12]}: {_explain(exc)}")) from exc
+            raise BackendError(one_line(f"cannot stop {backend_id[:12]}: {_explain(exc)}")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendError(_unreachable(exc)) from exc
 
@@ -360,7 +434,7 @@ class LocalBackend(Backend):
         except NotFound:
             pass
         except APIError as exc:
-            raise BackendError(_one_line(f"cannot remove {backend_id[:12]}: {_explain(exc)}")) from exc
+            raise BackendError(one_line(f"cannot remove {backend_id[:12]}: {_explain(exc)}")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendError(_unreachable(exc)) from exc
         for kind in ("preempted", "cancelled"):
@@ -401,10 +475,10 @@ class LocalBackend(Backend):
         if pending:
             yield pending.decode("utf-8", "replace").rstrip("\r")
 
-    def find(self, key: str) -> str | None:
-        """Return the id of the container labelled with ``key``, or None."""
+    def find(self, sub: Submission) -> str | None:
+        """Return the id of the container labelled with ``sub``'s key, or None."""
         try:
-            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_KEY}={key}"})
+            rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_KEY}={sub.key}"})
         except _ENGINE_ERRORS as exc:
             raise BackendError(_engine_error(exc, "cannot list containers")) from exc
         return str(rows[0]["Id"]) if rows else None
@@ -421,6 +495,53 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def check_data_folder(name: str, folder: str, user: tuple[int, int] | None, sample: int = 200) -> None:
+    """Refuse a ``data:`` folder the container cannot read: missing, not a folder, or unreadable.
+
+    The container runs as ``user`` (uid, gid); the folder and up to ``sample`` entries below it
+    are checked with the permission bits, so a million-file dataset costs a few hundred stats.
+    """
+    field = f"data.{name}"
+    path = Path(folder)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise SubmitError(f"field {field!r}: {folder} does not exist; put the data there or fix the path") from None
+    except OSError as exc:
+        raise SubmitError(f"field {field!r}: cannot look at {folder} ({exc.strerror}); fix its permissions") from None
+    if not path.is_dir():
+        raise SubmitError(f"field {field!r}: {folder} is not a folder; give the folder that holds the data")
+    checked = 0
+    for dirpath, dirs, files in os.walk(folder, followlinks=False):
+        for entry in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+            try:
+                st = os.stat(entry)
+            except OSError as exc:
+                raise SubmitError(f"field {field!r}: cannot read {entry} ({exc.strerror}); "
+                                  "fix its permissions") from None
+            if not _readable_by(st, user, is_dir=entry == dirpath):
+                who = "the task's user" if user is None else f"uid {user[0]} (the task's user)"
+                fix = "chmod -R a+rX " + folder
+                raise SubmitError(one_line(f"field {field!r}: {entry} cannot be read by {who}; "
+                                           f"make the data readable: {fix}"))
+            checked += 1
+            if checked >= sample:
+                return
+        dirs.sort()
+
+
+def _readable_by(st: os.stat_result, user: tuple[int, int] | None, is_dir: bool) -> bool:
+    """Whether uid:gid ``user`` may read (and, for a folder, enter) what ``st`` describes."""
+    need = 0o5 if is_dir else 0o4
+    if user is None or user[0] == 0:
+        return True
+    if st.st_uid == user[0]:
+        return (st.st_mode >> 6) & need == need
+    if st.st_gid == user[1]:
+        return (st.st_mode >> 3) & need == need
+    return st.st_mode & need == need
 
 
 def _numeric_user(user: str) -> tuple[int, int] | None:
@@ -474,20 +595,15 @@ def _explain(exc: APIError) -> str:
     return str(exc.explanation or exc)
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _engine_error(exc: BaseException, what: str) -> str:
     """Return one line for an engine error: the engine's answer, or that it cannot be reached."""
     if isinstance(exc, APIError):
-        return _one_line(f"{what}: {_explain(exc)}")
+        return one_line(f"{what}: {_explain(exc)}")
     return _unreachable(exc)
 
 
 def _unreachable(exc: BaseException) -> str:
-    return _one_line(f"cannot reach the Docker engine ({exc}): start dockerd or set DOCKER_HOST")
+    return one_line(f"cannot reach the Docker engine ({exc}): start dockerd or set DOCKER_HOST")
 
 
-__all__ = ["LocalBackend", "classify"]
+__all__ = ["LocalBackend", "LocalSettings", "check_data_folder", "classify"]

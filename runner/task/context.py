@@ -6,23 +6,18 @@ See ``runner.contract`` and docs/contract.md. Every variable has a default so a 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from runner.contract import (  # noqa: F401 - re-exported for the tasks
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_PREEMPTED,
+    EXIT_USAGE,
+    NOTICE_CHOICES,
+    parse_duration,
+)
 from runner.errors import ConfigError
-
-from runner.contract import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, NOTICE_CHOICES  # noqa: F401
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``90s``, ``5m``, ``1.5h``, ``250ms`` into seconds."""
-    m = _DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration; use a duration such as 90s, 5m or 1h")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 @dataclass(frozen=True)

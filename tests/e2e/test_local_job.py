@@ -72,10 +72,10 @@ def check_accounting(status: dict[str, Any]) -> None:
 def test_watcher_killed_again_and_again(tmp_path, docker_client, smoke_reference):
     """SIGKILL the watcher at random moments; the job completes, every attempt once, never two."""
     from runner.ledger import Ledger
-    from runner.spec import SimulatePreemption, load_spec
+    from runner.spec import load_spec, parse_simulate_preemption
 
     spec = load_spec(smoke_spec(tmp_path, epochs=10)).model_copy(
-        update={"simulate_preemption": SimulatePreemption.parse_cli("every=5s,notice=3s,mode=mixed,count=3")})
+        update={"simulate_preemption": parse_simulate_preemption("every=5s,notice=3s,mode=mixed,count=3")})
     with Ledger(tmp_path / "ledger.db") as ledger:
         job_id = ledger.create_job(spec)
     concurrent: list[list[str]] = []

@@ -56,10 +56,10 @@ class _Sampler(threading.Thread):
 
 def _new_job(home: Path, epochs: int) -> str:
     from runner.ledger import Ledger
-    from runner.spec import SimulatePreemption, load_spec
+    from runner.spec import load_spec, parse_simulate_preemption
 
     spec = load_spec(smoke_spec(home, epochs=epochs)).model_copy(
-        update={"simulate_preemption": SimulatePreemption.parse_cli("every=4s,notice=2s,mode=mixed,count=3")})
+        update={"simulate_preemption": parse_simulate_preemption("every=4s,notice=2s,mode=mixed,count=3")})
     with Ledger(home / "ledger.db") as ledger:
         return ledger.create_job(spec)
 

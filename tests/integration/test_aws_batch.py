@@ -115,7 +115,7 @@ def test_submit_poll_logs_find(backend, aws):
     status = wait_state(backend, backend_id, {AttemptState.SUCCEEDED, AttemptState.FAILED})
     assert status.state == AttemptState.SUCCEEDED, status
     assert status.started_at and status.ended_at
-    assert backend.find(sub.key) == backend_id
+    assert backend.find(sub) == backend_id
     assert backend.find("never-submitted-1-1") is None
     assert any("hello from batch" in line for line in backend.logs(backend_id))
     # the same spec reuses its job definition: one revision

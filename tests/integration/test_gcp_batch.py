@@ -11,6 +11,8 @@ is PREEMPTED, and only then does the watcher start the next attempt.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -93,8 +95,8 @@ def test_submit_poll_find_cancel(backend, standin, home):
     name = backend.submit(sub)
     assert name.startswith("projects/test-project/locations/us-central1/jobs/")
     assert backend.submit(sub) == name  # the same key adopts the job
-    assert backend.find(sub.key) == name
-    assert backend.find(f"{job_id}-0-2") is None
+    assert backend.find(sub) == name
+    assert backend.find(dataclasses.replace(sub, key=f"{job_id}-0-2")) is None
     wait_for(backend, name, lambda s: s.state is AttemptState.RUNNING)
     logs = list(backend.logs(name))
     assert logs[0].startswith("task output is in Cloud Logging: https://console.cloud.google.com/logs/query")

@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from runner.cost.prices import live_price, price_for_spec, shipped_prices
+from runner.cost.live import live_price
+from runner.cost.prices import price_for_spec
+from runner.cost.table import shipped_prices
 from runner.spec import spec_from_dict
 
 TODAY = dt.date.today().isoformat()
@@ -223,7 +225,7 @@ def gcp_env(env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "runner.cost.prices" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "runner.cost.live" and r.levelno >= logging.WARNING]
 
 
 def test_aws_spot_history_from_moto_and_on_demand_from_the_price_list(aws_env, caplog):

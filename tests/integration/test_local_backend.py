@@ -214,16 +214,16 @@ def test_submit_runs_to_success(engine: docker.DockerClient, image: str, tmp_pat
 
 def test_find_adopts_and_submit_is_idempotent(backend: LocalBackend, image: str, tmp_path: Path) -> None:
     sub = make_submission(make_spec(image, ["sleep"]), tmp_path / "ck")
-    assert backend.find(sub.key) is None
+    assert backend.find(sub) is None
     backend_id = backend.submit(sub)
-    assert backend.find(sub.key) == backend_id
+    assert backend.find(sub) == backend_id
     # a restarted watcher, with a new backend, finds it by key and submitting again adopts it
     again = LocalBackend(client=backend.client, home=backend.home)
-    assert again.find(sub.key) == backend_id
+    assert again.find(sub) == backend_id
     assert again.submit(sub) == backend_id
     assert wait_for(again, backend_id, running).state is AttemptState.RUNNING
     backend.remove(backend_id)
-    assert backend.find(sub.key) is None
+    assert backend.find(sub) is None
 
 
 def test_cancel_is_idempotent_and_gives_cancelled(backend: LocalBackend, image: str, tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_missing_image_is_a_submit_error_without_a_pull(backend: LocalBackend, t
     with pytest.raises(SubmitError) as caught:
         backend.submit(sub)
     assert str(caught.value) == f"image {name} not found locally: run `make image` or docker pull {name}"
-    assert backend.find(sub.key) is None
+    assert backend.find(sub) is None
 
 
 def test_an_unreachable_engine_gives_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

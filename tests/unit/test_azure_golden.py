@@ -37,7 +37,7 @@ def sdk_json(model: Any) -> Any:
 
 
 def payloads() -> dict[str, tuple[Any, type[Model]]]:
-    spec = load_spec(ROOT / "jobs" / "cifar-smoke.yaml", {"backend": "azure"})
+    spec = load_spec(ROOT / "jobs" / "cifar-smoke.yaml", {"backend": "azure", "checkpoint.uri": URI})
     subs = [Submission(spec=spec, job_id=JOB_ID, key=f"{JOB_ID}-{i}-1", attempt=1, array_index=i,
                        checkpoint_uri=f"{URI}/{i}", env=spec.container_env(JOB_ID, 1, f"{URI}/{i}"))
             for i in range(2)]

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.cost import prices as prices_mod
-from runner.cost.prices import (
+from runner.cost import live as live_mod
+from runner.cost import table as prices_mod
+from runner.cost.live import live_price
+from runner.cost.prices import price_for_spec
+from runner.cost.table import (
     SHIPPED_FILE,
     Price,
     PriceTable,
-    live_price,
     load_price_file,
     parse_machine,
-    price_for_spec,
     price_table,
     shipped_prices,
 )
@@ -49,7 +50,13 @@ def write(tmp_path: Path, entries: list[dict] | str, name: str = "prices.yaml") 
     return path
 
 
+#: A bucket each cloud's machines reach (a job on a cloud cannot keep checkpoints on this machine).
+CLOUD_URI = {"aws": "s3://my-bucket/x", "gcp": "gs://my-bucket/x", "azure": "az://my-bucket/x"}
+
+
 def spec(**fields) -> object:
+    if fields.get("backend") in CLOUD_URI:
+        fields.setdefault("checkpoint", {"uri": CLOUD_URI[fields["backend"]]})
     return spec_from_dict({"name": "demo", "image": "localhost/runner-cifar:latest", **fields})
 
 
@@ -87,10 +94,11 @@ def test_shipped_table_has_the_common_training_machines(machine):
 @pytest.mark.parametrize("backend", ["local", "aws", "gcp", "azure"])
 def test_every_job_prices_on_every_backend(job, backend):
     """Whatever machine a repository job names, on any backend, the shipped table prices it."""
-    s = load_spec(job, {"backend": backend})
+    s = load_spec(job, {"backend": backend, **({"checkpoint.uri": CLOUD_URI[backend]} if backend in CLOUD_URI else {})})
     price = price_for_spec(s, live=False)
-    names_machine = {"local": bool(s.local and s.local.imitates), "aws": bool(s.aws and s.aws.instance_types),
-                     "gcp": bool(s.gcp and s.gcp.machine_type), "azure": bool(s.azure and s.azure.vm_size)}[backend]
+    section = s.section(backend)
+    names_machine = {"local": "imitates", "aws": "instance_types", "gcp": "machine_type", "azure": "vm_size"}[backend]
+    names_machine = bool(section is not None and getattr(section, names_machine))
     assert (price is not None) == names_machine
     if price is not None and backend == "local":
         assert price.spot_per_hour == s.local.price_per_hour
@@ -368,11 +376,11 @@ def test_no_credentials_means_no_live_price_and_no_warning(monkeypatch, tmp_path
 
 
 def test_gcp_machine_shapes():
-    assert prices_mod.gcp_shape("n1-standard-8+nvidia-tesla-t4") == ("n1", 8, 30.0, {"nvidia-tesla-t4": 1})
-    assert prices_mod.gcp_shape("n1-standard-4+2xnvidia-tesla-v100")[3] == {"nvidia-tesla-v100": 2}
-    assert prices_mod.gcp_shape("a2-highgpu-2g") == ("a2", 24, 170.0, {"nvidia-tesla-a100": 2})
-    assert prices_mod.gcp_shape("g2-standard-8") == ("g2", 8, 32.0, {"nvidia-l4": 1})
-    assert prices_mod.gcp_shape("e2-standard-4") == ("e2", 4, 16.0, {})
+    assert live_mod.gcp_shape("n1-standard-8+nvidia-tesla-t4") == ("n1", 8, 30.0, {"nvidia-tesla-t4": 1})
+    assert live_mod.gcp_shape("n1-standard-4+2xnvidia-tesla-v100")[3] == {"nvidia-tesla-v100": 2}
+    assert live_mod.gcp_shape("a2-highgpu-2g") == ("a2", 24, 170.0, {"nvidia-tesla-a100": 2})
+    assert live_mod.gcp_shape("g2-standard-8") == ("g2", 8, 32.0, {"nvidia-l4": 1})
+    assert live_mod.gcp_shape("e2-standard-4") == ("e2", 4, 16.0, {})
 
 
 def test_table_merge_keeps_sources():
