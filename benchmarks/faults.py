@@ -1,13 +1,17 @@
 """The fault table: inject faults into checkpointing, stores, notices and the control plane; count losses.
 
-    python benchmarks/faults.py [--quick] [--only CASE] [--seed N] [--markdown]
+    python benchmarks/faults.py [--quick] [--only CASE] [--skip CASE] [--seeds N | --seed S ...] [--markdown]
 
-Runs every registered fault case and prints one row per case: trials, losses, notes. A loss is
-work the runner lost or could have lost: the next load is not the newest committed step, a
-corrupt or half-committed step is returned, or an error escaped as a traceback instead of one
-clear line. Exits 1 if any case lost anything (or failed to run), 0 otherwise. ``--quick`` is the
-CI-sized subset (``tests/faults/test_fault_table.py`` runs it under pytest); ``make faults`` runs
-the full table, whose output is kept in docs/faults.md.
+Runs every registered fault case once per seed (``--seeds N`` random seeds, default 3, or the
+``--seed`` values given; each seed's table is printed as it ends) and prints the table over all
+seeds: per case the trials and losses summed, and the spread of what it timed: the longest
+single store call, the longest commit (each seed's longest, as min-max over the seeds), and how
+many commits finished inside a 30 s notice window. A loss is work the runner lost or could
+have lost: the next load is not the newest committed step, a corrupt or half-committed step is
+returned, or an error escaped as a traceback instead of one clear line. Exits 1 if any case lost
+anything (or failed to run), 0 otherwise. ``--quick`` is the CI-sized subset
+(``tests/faults/test_fault_table.py`` runs it under pytest); ``make faults`` runs the full table,
+whose output is kept in docs/faults.md.
 
 Adding a case (another file, another engineer): write a function that takes a
 :class:`FaultContext` and returns a list of :class:`Row` (or plain ``(case, trials, losses, notes)``
@@ -21,7 +25,10 @@ The module is imported only when its group runs. The function should:
   ``ctx.workdir``;
 - count a trial as a loss rather than raise; raise :class:`CaseUnavailable` (one line) when the
   machine cannot run it (no engine, no root to mount a tmpfs): the row then reads "unavailable"
-  and counts as a failure unless ``--allow-unavailable``.
+  and counts as a failure unless ``--allow-unavailable``;
+- put what it timed in the row's ``stats`` (:data:`STATS`): ``store_call_s`` (its longest single
+  store call), ``commit_s`` (its longest commit, or notice-to-exit for a notice case),
+  ``commits`` and ``commits_30s`` (how many commits it timed, and how many ended within 30 s).
 
 Under pytest, ``tests/faults/test_fault_table.py`` runs the quick size of the groups named in its
 ``MINE`` tuple (one test each); a group added here gets a pytest test of its own, or a place there.
@@ -57,11 +64,18 @@ REGISTRY: list[tuple[str, str]] = [
     ("sigkill-task", "tests.faults.cases:sigkill_task"),
     ("store-faults", "tests.faults.cases:store_faults"),
     ("disk-full", "tests.faults.cases:disk_full"),
-    ("notice-during-persist", "tests.faults.cases:notice_during_persist"),
-    ("metadata-faults", "tests.faults.cases:metadata_faults"),
+    ("notice-during-upload", "tests.faults.notice_cases:notice_during_upload"),
+    ("exec-torn-saves", "tests.faults.exec_cases:exec_torn_saves"),
+    ("metadata-faults", "tests.faults.metadata_cases:metadata_faults"),
     ("watcher-kills", "tests.faults.test_watcher_faults:watcher_kills"),
     ("engine-restart", "tests.faults.test_engine_restart:engine_restart"),
 ]
+
+
+#: What a row may have timed: (key, column title, how seeds combine: "max" or "sum").
+STATS = (("store_call_s", "longest store call (s)", "max"), ("commit_s", "longest commit (s)", "max"),
+         ("commits", "commits", "sum"), ("commits_30s", "inside 30 s", "sum"))
+WINDOW_S = 30.0
 
 
 class Row(NamedTuple):
@@ -71,6 +85,7 @@ class Row(NamedTuple):
     trials: int
     losses: int
     notes: str = ""
+    stats: dict[str, float] | None = None
 
 
 class CaseUnavailable(Exception):
@@ -135,15 +150,78 @@ def cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def render(rows: list[Row], markdown: bool) -> str:
+@dataclass
+class Total:
+    """One case over every seed: trials and losses summed, what it timed per seed."""
+
+    case: str
+    trials: int = 0
+    losses: int = 0
+    notes: str = ""
+    seeds: int = 0
+    per_seed: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.trials += row.trials
+        self.losses += row.losses
+        self.seeds += 1
+        if not self.notes or (row.losses and "LOST" not in self.notes):
+            self.notes = row.notes
+        for key, value in (row.stats or {}).items():
+            self.per_seed.setdefault(key, []).append(value)
+
+    def stat(self, key: str, how: str) -> str:
+        values = self.per_seed.get(key)
+        if not values:
+            return ""
+        if how == "sum":
+            return f"{sum(values):.0f}"
+        low, high = min(values), max(values)
+        return f"{high:.2f}" if len(values) == 1 or high - low < 0.005 else f"{low:.2f}-{high:.2f}"
+
+
+def combine(tables: list[list[Row]]) -> list[Total]:
+    """Sum each case over the seeds' tables, in the order the cases first appear."""
+    totals: dict[str, Total] = {}
+    for rows in tables:
+        for row in rows:
+            totals.setdefault(row.case, Total(row.case)).add(row)
+    return list(totals.values())
+
+
+def render(rows: list[Row] | list[Total], markdown: bool) -> str:
+    """Return the table: one line per case, with the stats columns when any row has them."""
+    totals = rows if rows and isinstance(rows[0], Total) else combine([rows])  # type: ignore[list-item]
+    timed = [(k, t, h) for k, t, h in STATS if any(r.per_seed.get(k) for r in totals)]  # type: ignore[union-attr]
+    head = ["case", "trials", "losses", *[t for _, t, _ in timed], "notes"]
+    body = [[r.case, str(r.trials), str(r.losses), *[r.stat(k, h) for k, _, h in timed], r.notes]
+            for r in totals]  # type: ignore[union-attr]
     if markdown:
-        lines = ["| case | trials | losses | notes |", "|---|---:|---:|---|"]
-        lines += [f"| {cell(r.case)} | {r.trials} | {r.losses} | {cell(r.notes)} |" for r in rows]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+        lines += ["| " + " | ".join(cell(c) for c in line) + " |" for line in body]
         return "\n".join(lines)
-    width = max([len(r.case) for r in rows] + [4])
-    lines = [f"{'case':<{width}}  {'trials':>6}  {'losses':>6}  notes"]
-    lines += [f"{r.case:<{width}}  {r.trials:>6}  {r.losses:>6}  {r.notes}" for r in rows]
-    return "\n".join(lines)
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head) - 1)]
+    return "\n".join("  ".join([line[0].ljust(widths[0]), *[c.rjust(w) for c, w in zip(line[1:-1], widths[1:])],
+                                 line[-1]]) for line in [head, *body])
+
+
+def run_seed(seed: int, groups: list[tuple[str, str]], quick: bool, workdir: Path,
+             emulators: dict[str, Callable[[], Any]]) -> list[Row]:
+    """Run every group once with ``seed``; print each row as it ends."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = FaultContext(quick=quick, seed=seed, workdir=workdir, emulators=emulators)
+    rows: list[Row] = []
+    for name, target in groups:
+        t0 = time.monotonic()
+        print(f"== seed {seed}: {name}", file=sys.stderr, flush=True)
+        group_rows = run_group(name, target, ctx)
+        for row in group_rows:
+            stats = ", ".join(f"{k} {v:.2f}" for k, v in (row.stats or {}).items())
+            print(f"   {row.case}: {row.trials} trials, {row.losses} losses  {row.notes}"
+                  + (f"  [{stats}]" if stats else ""), file=sys.stderr, flush=True)
+        print(f"== seed {seed}: {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+        rows += group_rows
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,35 +230,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="run only groups whose name contains this (repeatable); groups: "
                              + ", ".join(n for n, _ in REGISTRY))
-    parser.add_argument("--seed", type=int, default=None, help="seed for every random choice (default: random)")
+    parser.add_argument("--skip", action="append", default=[], help="leave out groups whose name contains this")
+    parser.add_argument("--seed", type=int, action="append", default=[],
+                        help="a seed for every random choice (repeatable; default: --seeds random ones)")
+    parser.add_argument("--seeds", type=int, default=3, help="how many random seeds when no --seed is given (3)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--allow-unavailable", action="store_true",
                         help="a case this machine cannot run does not fail the run")
     args = parser.parse_args(argv)
-    groups = [(n, t) for n, t in REGISTRY if not args.only or any(o in n for o in args.only)]
+    groups = [(n, t) for n, t in REGISTRY if (not args.only or any(o in n for o in args.only))
+              and not any(s in n for s in args.skip)]
     if not groups:
-        parser.error(f"--only {args.only} matches no group: use one of {', '.join(n for n, _ in REGISTRY)}")
+        parser.error(f"--only {args.only} / --skip {args.skip} leave no group: use some of "
+                     f"{', '.join(n for n, _ in REGISTRY)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     logging.getLogger("runner").setLevel(logging.ERROR)  # the cases' expected warnings are not news
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    seeds = args.seed or [random.SystemRandom().randrange(1 << 30) for _ in range(args.seeds)]
     started = time.monotonic()
-    rows: list[Row] = []
+    tables: list[list[Row]] = []
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp, script_emulators() as emulators:
-        ctx = FaultContext(quick=args.quick, seed=seed, workdir=Path(tmp), emulators=emulators)
-        for name, target in groups:
+        for seed in seeds:
             t0 = time.monotonic()
-            print(f"== {name}", file=sys.stderr, flush=True)
-            group_rows = run_group(name, target, ctx)
-            for row in group_rows:
-                print(f"   {row.case}: {row.trials} trials, {row.losses} losses  {row.notes}",
-                      file=sys.stderr, flush=True)
-            print(f"== {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-            rows += group_rows
-    print(render(rows, args.markdown))
-    print(f"\n{'quick' if args.quick else 'full'} run, seed {seed}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-          f"{platform.node() or 'this machine'} ({platform.machine()}, {_cpus()} CPUs), "
-          f"{time.monotonic() - started:.0f} s")
-    lost = sum(r.losses for r in rows)
-    unavailable = [r.case for r in rows if r.notes.startswith("unavailable")]
+            rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
+            tables.append(rows)
+            print(f"\n-- seed {seed}: {sum(r.trials for r in rows)} trials, {sum(r.losses for r in rows)} losses, "
+                  f"{time.monotonic() - t0:.0f} s\n{render(rows, False)}\n", file=sys.stderr, flush=True)
+    totals = combine(tables)
+    print(render(totals, args.markdown))
+    print(f"\n{'quick' if args.quick else 'full'} run, {len(seeds)} seed(s) {', '.join(map(str, seeds))}, "
+          f"{sum(t.trials for t in totals)} trials, {sum(t.losses for t in totals)} losses; "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node() or 'this machine'} ({platform.machine()}, "
+          f"{_cpus()} CPUs), {time.monotonic() - started:.0f} s")
+    lost = sum(t.losses for t in totals)
+    unavailable = [t.case for t in totals if t.notes.startswith("unavailable")]
     if lost:
         print(f"FAILED: {lost} loss(es)", file=sys.stderr)
         return 1

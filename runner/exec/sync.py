@@ -3,82 +3,83 @@
 One sync is one committed step, numbered by sync sequence::
 
     blobs/<sha256>              file contents, content-addressed: an unchanged file is uploaded once
-    step-000007/index.json      relative path -> size, sha256, mode, for every file of the folder
+    step-000007/index.json      relative path -> size, sha256, mode, format (``runner.exec.index``)
     step-000007/MANIFEST.json   written last (``runner.task.manifest.commit``): lists index.json
     progress.json               sync count, files, bytes, attempt timings
 
 A sync uploads the blobs it lacks, then the index, then the manifest, so a sync cut anywhere
 leaves at most a step without a manifest (ignored, removed later) and blobs nobody refers to
-(collected later). Restore walks steps newest first, downloads every file of the step into a
-staging folder checking size and sha256, and only then moves them into place: a step with a
-missing or damaged blob is skipped for the one below it, and never leaves a mix of files behind.
+(collected later). Restore is ``manifest.recover`` (the same routine as ``runner.task``'s
+resume): newest step first, every file downloaded into a staging folder and checked against its
+size and sha256, and only then moved into place, so a damaged step falls back to the one below
+it and never leaves a mix of files behind.
 
-A folder that is being written is not a checkpoint: a sync while the child runs waits until no
-file changed for ``settle`` seconds, and a file that changes while it is read aborts the round
-(nothing committed; the next round tries again). Standard library plus the store: no torch.
+Only whole files are committed. While the command runs, a round waits while any file is open
+for writing by another process (``openfiles``: a save in progress; a file held open longer
+than ``long_open`` seconds, or only for appending, is a log and waits alone) and until no other
+file changed for ``settle`` seconds. Then a file is *held* (the snapshot keeps its last good
+version, or leaves it out if it never had one) when it is open for writing, changed while it was
+read, shrank to nothing, or is no longer a whole file of the format it had (``formats``: a torch
+zip, safetensors, a pickle, JSON). Standard library plus the store: no torch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runner.errors import CorruptCheckpoint, StoreError
+from runner.errors import ConfigError, CorruptCheckpoint
+from runner.exec import formats
+from runner.exec.index import INDEX, PRIVATE_PREFIX, SHA, FileEntry, dump_index, fsync_tree, parse_index
+from runner.exec.openfiles import OpenForWriting
 from runner.stores.base import Store
 from runner.task import manifest as mf
 
 log = logging.getLogger("runner.exec.sync")
 
-INDEX = "index.json"
 BLOBS = "blobs/"
 KIND = "exec-folder"
-#: Names the wrapper keeps for itself inside the synced folder; never synced.
-PRIVATE_PREFIX = ".runner-"
 STAGING = ".runner-restore"
 _CHUNK = 1 << 20
-_SHA = re.compile(r"^[0-9a-f]{64}$")
+OpenFiles = Callable[[Path], Mapping[str, OpenForWriting]]
 
 
 class FolderChanged(Exception):
     """A file changed while it was read: the round is not a consistent snapshot."""
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a snapshot."""
-
-    size: int
-    sha256: str
-    mode: int = 0o644
+class _Torn(Exception):
+    """This version of a file is not whole: keep its last good version."""
 
 
 @dataclass
 class SyncResult:
     """What one sync round did."""
 
-    status: str  # "committed" | "unchanged" | "unsettled" | "empty"
+    status: str  # "committed" | "unchanged" | "unsettled" | "busy" | "empty"
     step: int | None = None
     uploaded: int = 0  # blobs uploaded this round
     uploaded_bytes: int = 0
     files: int = 0
     bytes: int = 0
+    held: dict[str, str] = field(default_factory=dict)  # files kept at their last good version: why
 
 
 @dataclass
 class _Cached:
     stat_key: tuple[int, int, int]  # size, mtime_ns, inode
     sha256: str
+    format: str | None = None
+    problem: str | None = None
 
 
 @dataclass
@@ -90,10 +91,16 @@ class FolderSync:
     keep: int = 3
     settle: float = 0.5
     meta: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (attempt, job)
+    #: Files under the folder open for writing by other processes; None: not checked.
+    open_files: OpenFiles | None = None
+    long_open: float = 60.0  # seconds open for writing after which a file counts as a log
     syncs: int = 0  # steps committed by this instance
     last_step: int | None = None  # newest committed step (restored or synced)
+    restored_step: int | None = None
     _committed: dict[str, FileEntry] | None = None  # what the newest committed step holds
     _cache: dict[str, _Cached] = field(default_factory=dict)
+    _open_since: dict[str, float] = field(default_factory=dict)
+    _held_seen: dict[str, str] = field(default_factory=dict)
     _blobs: set[str] | None = None
     _next_step: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -107,46 +114,52 @@ class FolderSync:
     def restore(self) -> int | None:
         """Put the newest valid snapshot into the folder; return its step, or None if there is none."""
         with self._lock:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             staging = self.folder / STAGING
             shutil.rmtree(staging, ignore_errors=True)
-            listing = mf.list_steps(self.store)
-            self._next_step = max(listing.steps, default=0) + 1
-            bad: list[int] = []
-            found: int | None = None
-            for step in listing.newest_first():
-                prefix = mf.step_prefix(step)
-                try:
-                    entries = self._read_index(prefix)
-                    self._download_all(entries, staging)
-                    found = step
-                    break
-                except FileNotFoundError:
-                    log.warning("ignoring %s: no manifest, the sync never finished; removing it", prefix)
-                except CorruptCheckpoint as exc:
-                    log.warning("ignoring %s: %s; removing it and trying the previous step", prefix, exc)
-                shutil.rmtree(staging, ignore_errors=True)
-                bad.append(step)
-            if found is not None:
-                self._move_into_place(staging, entries)
-                self._committed, self.last_step = entries, found
-                bad += [s for s in listing.steps if s < found and not _committed(listing.steps[s])]
-                log.info("restored %s of %s: %d files, %d bytes into %s", mf.step_prefix(found),
-                         self.store.describe(), len(entries), sum(e.size for e in entries.values()), self.folder)
-            shutil.rmtree(staging, ignore_errors=True)
-            for step in bad:
-                try:
-                    mf.delete_step(self.store, listing.steps[step])
-                except (OSError, StoreError) as exc:
-                    log.warning("could not remove %s: %s", mf.step_prefix(step), exc)
-            return found
+            self._next_step = max(mf.list_steps(self.store).steps, default=0) + 1
 
-    def _read_index(self, prefix: str) -> dict[str, FileEntry]:
-        manifest = mf.read_manifest(self.store, prefix)  # FileNotFoundError: never committed
+            def load(prefix: str, manifest: dict[str, Any]) -> dict[str, FileEntry]:
+                shutil.rmtree(staging, ignore_errors=True)
+                entries = self._index_of(prefix, manifest)
+                self._download_all(entries, staging)
+                return entries
+
+            try:
+                found = mf.recover(self.store, load, what="sync")
+                if found is not None:
+                    self._move_into_place(staging, found.value)
+                    self._committed, self.last_step = found.value, found.step
+                    self.restored_step = found.step
+                    log.info("restored %s of %s: %d files, %d bytes into %s", mf.step_prefix(found.step),
+                             self.store.describe(), len(found.value), sum(e.size for e in found.value.values()),
+                             self.folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return None if found is None else found.step
+
+    def _make_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.folder, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(self.folder))
+        except OSError as exc:
+            parent = next((p for p in [self.folder, *self.folder.parents] if p.exists()), self.folder)
+            try:
+                owner = f"owned by uid {parent.stat().st_uid}"
+            except OSError:
+                owner = "not readable"
+            raise ConfigError(
+                f"cannot use the sync folder {self.folder}: {exc.strerror or exc} (this process runs as uid "
+                f"{os.getuid()}; {parent} is {owner}): create it for that user in the image "
+                f"(RUN mkdir -p {self.folder} && chown {os.getuid()} {self.folder}) or set sync.dir to a "
+                "folder the user can write") from None
+
+    def _index_of(self, prefix: str, manifest: dict[str, Any] | None = None) -> dict[str, FileEntry]:
+        manifest = manifest if manifest is not None else mf.read_manifest(self.store, prefix)
         if INDEX not in manifest["files"]:
             raise CorruptCheckpoint(f"{prefix}/{mf.MANIFEST} does not list {INDEX}: not a folder snapshot")
-        raw = mf.read_verified(self.store, prefix, manifest, INDEX)
-        return parse_index(raw, f"{prefix}/{INDEX}")
+        return parse_index(mf.read_verified(self.store, prefix, manifest, INDEX), f"{prefix}/{INDEX}")
 
     def _download_all(self, entries: Mapping[str, FileEntry], staging: Path) -> None:
         for rel, entry in entries.items():
@@ -174,8 +187,8 @@ class FolderSync:
                 shutil.rmtree(dest)
             os.replace(staging / rel, dest)
             st = dest.stat()
-            self._cache[rel] = _Cached((st.st_size, st.st_mtime_ns, st.st_ino), entry.sha256)
-        _fsync_tree(self.folder)
+            self._cache[rel] = _Cached((st.st_size, st.st_mtime_ns, st.st_ino), entry.sha256, entry.format)
+        fsync_tree(self.folder)
 
     # -- sync ------------------------------------------------------------------------------
     def scan(self) -> dict[str, os.stat_result]:
@@ -197,40 +210,93 @@ class FolderSync:
                     found[os.path.relpath(path, self.folder).replace(os.sep, "/")] = st
         return found
 
-    def sync(self, final: bool = False) -> SyncResult:
-        """Commit the folder as the next step unless it is unchanged; see the module docstring.
+    def saving(self) -> list[str]:
+        """Return the files a save is writing now: open for writing, not only appending, not held open for long."""
+        if self.open_files is None:
+            return []
+        writing = self.open_files(self.folder)
+        now = time.monotonic()
+        self._open_since = {rel: self._open_since.get(rel, now) for rel in writing}
+        return sorted(rel for rel, w in writing.items() if not w.append and now - self._open_since[rel] < self.long_open)
 
-        ``final``: the writer has exited, so skip the settle wait (a change while reading still aborts).
+    def sync(self, final: bool = False) -> SyncResult:
+        """Commit the folder's whole files as the next step unless nothing changed; see the module docstring.
+
+        ``final``: the command has exited, so neither wait for saves nor for the folder to settle.
         """
         with self._lock:
             stats = self.scan()
-            if not final and stats:
-                newest = max(st.st_mtime for st in stats.values())
-                if time.time() - newest < self.settle:
-                    return SyncResult("unsettled")
+            if self.saving() and not final:
+                return SyncResult("busy")
+            writing = set(self._open_since)
+            quiet = [st.st_mtime for rel, st in stats.items() if rel not in writing]
+            if not final and quiet and time.time() - max(quiet) < self.settle:
+                return SyncResult("unsettled")
             entries: dict[str, FileEntry] = {}
+            held: dict[str, str] = {}
             for rel, st in stats.items():
-                key = (st.st_size, st.st_mtime_ns, st.st_ino)
-                cached = self._cache.get(rel)
-                sha = cached.sha256 if cached and cached.stat_key == key else self._hash(rel, st)
-                entries[rel] = FileEntry(st.st_size, sha, stat.S_IMODE(st.st_mode))
-            total = sum(e.size for e in entries.values())
-            if self._committed is not None and entries == self._committed:
-                return SyncResult("unchanged", self.last_step, files=len(entries), bytes=total)
-            if not entries and self._committed is None:
-                return SyncResult("empty")
-            uploaded = uploaded_bytes = 0
-            known = self._known_blobs()
-            for rel, entry in entries.items():
-                if entry.sha256 in known:
-                    continue
-                self._upload(rel, entry)
-                known.add(entry.sha256)
-                uploaded += 1
-                uploaded_bytes += entry.size
-            step = self._commit(entries)
-            self._prune()
-            return SyncResult("committed", step, uploaded, uploaded_bytes, len(entries), total)
+                try:
+                    if rel in writing:
+                        raise _Torn("open for writing")
+                    entries[rel] = self._entry(rel, st)
+                except _Torn as exc:
+                    held[rel] = str(exc)
+                except FolderChanged:
+                    if not final:
+                        raise
+                    held[rel] = "it changed while it was read"
+            for rel, why in held.items():
+                if self._committed is not None and rel in self._committed:
+                    entries[rel] = self._committed[rel]  # its last good version
+                self._log_held(rel, why, stats[rel])
+            return self._commit_round(entries, held)
+
+    def _commit_round(self, entries: dict[str, FileEntry], held: dict[str, str]) -> SyncResult:
+        total = sum(e.size for e in entries.values())
+        if self._committed is not None and entries == self._committed:
+            return SyncResult("unchanged", self.last_step, files=len(entries), bytes=total, held=held)
+        if not entries and self._committed is None:
+            return SyncResult("empty", held=held)
+        uploaded = uploaded_bytes = 0
+        known = self._known_blobs()
+        for rel, entry in entries.items():
+            if entry.sha256 in known:
+                continue
+            self._upload(rel, entry)
+            known.add(entry.sha256)
+            uploaded += 1
+            uploaded_bytes += entry.size
+        step = self._commit(entries)
+        self._prune()
+        return SyncResult("committed", step, uploaded, uploaded_bytes, len(entries), total, held)
+
+    def _entry(self, rel: str, st: os.stat_result) -> FileEntry:
+        """Return the entry of a whole file; raise _Torn when this version must not be committed."""
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._cache.get(rel)
+        if cached is None or cached.stat_key != key:
+            sha = self._hash(rel, st)
+            previous = (self._committed or {}).get(rel)
+            path = self.folder / rel
+            fmt = previous.format if previous is not None and previous.format else formats.sniff(path)
+            problem = formats.problem(path, fmt, st.st_size)
+            if problem is None and previous is not None and previous.size > 0 and st.st_size == 0:
+                problem = "it shrank to nothing"
+            after = os.stat(path)
+            if (after.st_size, after.st_mtime_ns, after.st_ino) != key:
+                raise FolderChanged(f"{rel} changed while it was read")
+            cached = self._cache[rel] = _Cached(key, sha, fmt, problem)
+        if cached.problem is not None:
+            raise _Torn(cached.problem)
+        return FileEntry(st.st_size, cached.sha256, stat.S_IMODE(st.st_mode), cached.format)
+
+    def _log_held(self, rel: str, why: str, st: os.stat_result) -> None:
+        seen = f"{why}:{st.st_size}:{st.st_mtime_ns}"
+        if self._held_seen.get(rel) != seen:
+            self._held_seen[rel] = seen
+            kept = "keeping its last good version" if self._committed and rel in self._committed \
+                else "leaving it out until it is whole"
+            log.info("not committing %s: %s; %s", rel, why, kept)
 
     def _hash(self, rel: str, before: os.stat_result) -> str:
         path = self.folder / rel
@@ -244,9 +310,7 @@ class FolderSync:
             raise FolderChanged(f"{rel} was removed while it was read") from None
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
             raise FolderChanged(f"{rel} changed while it was read")
-        digest = sha.hexdigest()
-        self._cache[rel] = _Cached((before.st_size, before.st_mtime_ns, before.st_ino), digest)
-        return digest
+        return sha.hexdigest()
 
     def _upload(self, rel: str, entry: FileEntry) -> None:
         """Copy one file to its blob; a file that no longer matches its hash uploads nothing."""
@@ -269,9 +333,7 @@ class FolderSync:
         leftovers = mf.list_steps(self.store).steps.get(step)
         if leftovers:  # a killed sync of an earlier attempt used this number: clear it first
             mf.delete_step(self.store, leftovers)
-        index = json.dumps({"format": 1, "files": {rel: {"size": e.size, "sha256": e.sha256, "mode": e.mode}
-                                                   for rel, e in sorted(entries.items())}},
-                           indent=1, sort_keys=True).encode()
+        index = dump_index(entries)
 
         def write_index(fh: BinaryIO) -> None:
             fh.write(index)
@@ -289,76 +351,19 @@ class FolderSync:
         return self._blobs
 
     def _prune(self) -> None:
-        """Keep the newest ``keep`` committed steps; then delete blobs that no kept step refers to."""
-        listing = mf.list_steps(self.store)
-        committed = [s for s in listing.newest_first() if _committed(listing.steps[s])]
-        if len(committed) > self.keep:
-            oldest_kept = committed[self.keep - 1]
-            for step in listing.newest_first():
-                if step < oldest_kept:
-                    mf.delete_step(self.store, listing.steps[step])
-            committed = committed[: self.keep]
+        """Keep the newest ``keep`` committed steps (``manifest.prune``); delete blobs no kept step refers to."""
         referenced: set[str] = set()
-        for step in committed:
+        for step in mf.prune(self.store, self.keep):
             try:
-                referenced |= {e.sha256 for e in self._read_index(mf.step_prefix(step)).values()}
+                referenced |= {e.sha256 for e in self._index_of(mf.step_prefix(step)).values()}
             except (FileNotFoundError, CorruptCheckpoint):
                 continue  # cannot be restored: its blobs are not worth keeping
         stored = {k[len(BLOBS):] for k in self.store.list(BLOBS)}
         # Leftovers of a killed file:// write (.<sha>.XXXX.tmp) are garbage too: this is the only writer.
-        garbage = sorted(b for b in stored - referenced if _SHA.match(b) or (b.startswith(".") and b.endswith(".tmp")))
+        garbage = sorted(b for b in stored - referenced if SHA.match(b) or (b.startswith(".") and b.endswith(".tmp")))
         if garbage:
             self.store.delete(BLOBS + b for b in garbage)
         self._blobs = stored - set(garbage)
 
 
-def parse_index(raw: bytes, where: str) -> dict[str, FileEntry]:
-    """Return the entries of an index; CorruptCheckpoint when it is malformed or names unsafe paths."""
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptCheckpoint(f"{where} is not valid JSON ({exc})") from None
-    files = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(files, dict):
-        raise CorruptCheckpoint(f"{where} lists no files")
-    entries: dict[str, FileEntry] = {}
-    for rel, entry in files.items():
-        parts = rel.split("/") if isinstance(rel, str) else []
-        if (not parts or rel.startswith("/") or any(p in ("", ".", "..") for p in parts)
-                or parts[0].startswith(PRIVATE_PREFIX)):
-            raise CorruptCheckpoint(f"{where} names {rel!r}, a path outside the folder")
-        if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
-                or not isinstance(entry.get("sha256"), str) or not _SHA.match(entry["sha256"])):
-            raise CorruptCheckpoint(f"{where} entry for {rel!r} lacks size or sha256")
-        mode = entry.get("mode", 0o644)
-        entries[rel] = FileEntry(entry["size"], entry["sha256"], mode if isinstance(mode, int) else 0o644)
-    return entries
-
-
-def _committed(keys: list[str]) -> bool:
-    return any(k.endswith("/" + mf.MANIFEST) for k in keys)
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush restored files and folders to disk (a crash right after restore keeps them)."""
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        try:
-            fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
-
-__all__ = ["FileEntry", "FolderChanged", "FolderSync", "SyncResult", "parse_index"]
+__all__ = ["BLOBS", "INDEX", "FileEntry", "FolderChanged", "FolderSync", "SyncResult", "parse_index"]

@@ -2,124 +2,69 @@
 
     runner exec --dir /workspace/checkpoints -- python train.py --epochs 3
 
-1. Restore the newest valid snapshot of the folder from ``RUNNER_CHECKPOINT_URI`` (``sync``).
+1. Restore the newest valid snapshot of the folder from ``RUNNER_CHECKPOINT_URI`` (``sync``); a
+   folder this user cannot create is one line naming it and the fix.
 2. Start the command as a child process, with ``RUNNER_NOTICE_FILE`` and ``RUNNER_SYNC_DIR`` in
    its environment.
-3. While it runs, commit the folder whenever it changed and then stayed quiet for ``settle``
-   seconds; watch every notice source of the contract (``runner.task.notices``).
-4. On a notice: write the notice file (source, deadline, seconds left), send the child the
-   configured signal (``RUNNER_NOTICE_SIGNAL``, SIGTERM by default); if the notice names a
-   deadline and the child still runs ``margin`` seconds before it, kill the child so that the
-   final sync fits.
-5. When the child exits: a final sync, then exit 75 if the child was signalled and the sync
-   committed, else the child's own exit code (128 + N for a child killed by signal N).
+3. While it runs, commit the folder's whole files whenever no save is in progress and the folder
+   stayed quiet for ``settle`` seconds; watch every notice source of the contract.
+4. On a notice: write the notice file (source, deadline, seconds left); if the command is in the
+   middle of a save (a file of the folder open for writing), let the save finish first; then send
+   the configured signal (``RUNNER_NOTICE_SIGNAL``, SIGTERM by default). The window ends at the
+   notice's deadline, or ``RUNNER_NOTICE_WINDOW`` seconds (30) after a notice that names none. A
+   command still running when only the final sync's reserve is left (at least ``margin``) is killed.
+5. When the child exits: a final sync, bounded by the window's end minus ``EXIT_MARGIN_S``; exit 75
+   after a notice (the snapshot the final sync made, or the one before it when the window ran out:
+   the log says what was lost), else the child's own exit code (128 + N when killed by signal N).
+   A command that failed right after a restore without committing anything new marks the
+   restored step, so the next attempt restores the one before it.
 
-No torch, no typer: standard library, tenacity and the store's SDK. ``runner exec`` (the CLI)
-and ``python -m runner.exec`` both end up in :func:`run`.
+No torch, no typer: the standard library and the store's SDK. ``runner exec`` (the CLI) and
+``python -m runner.exec`` both end up in :func:`run`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from runner.contract import NOTICE_FILE, NOTICE_SIGNAL, SYNC_DIR
 from runner.errors import ConfigError, RunnerError
+from runner.exec.openfiles import open_for_writing
+from runner.exec.options import DEFAULT_SIGNAL, ExecOptions, die_with_parent, exit_code_of, parse_signal
 from runner.exec.sync import FolderChanged, FolderSync, SyncResult
 from runner.stores import open_store
+from runner.stores.base import DeadlineExceeded, StoreUnavailable
+from runner.stores.deadline import EXIT_MARGIN_S, run_bounded, window_end
 from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
-from runner.task.manifest import read_progress, write_progress
+from runner.task.manifest import mark_restore_failed, read_progress, write_progress
 from runner.task.notices import Notice, NoticeWatcher
 
 log = logging.getLogger("runner.exec")
 
-DEFAULT_SIGNAL = "SIGTERM"
 FINAL_SYNC_TRIES = 5
-_PR_SET_PDEATHSIG = 1
-_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
-
-
-def parse_signal(text: str) -> signal.Signals:
-    """Parse ``SIGTERM``, ``TERM``, ``usr1`` or ``15`` into a signal the child can catch."""
-    name = str(text).strip().upper()
-    try:
-        sig = signal.Signals(int(name)) if name.isdigit() else signal.Signals[
-            name if name.startswith("SIG") else "SIG" + name]
-    except (KeyError, ValueError):
-        sig = None
-    if sig is None or sig in _UNCATCHABLE:
-        raise ConfigError(f"notice signal {text!r} is not a signal a program can catch: use SIGTERM (default), "
-                          "SIGINT, SIGUSR1, SIGUSR2 or SIGHUP")
-    return sig
-
-
-@dataclass(frozen=True)
-class ExecOptions:
-    """How to run the child and sync its folder."""
-
-    command: list[str]
-    folder: Path
-    signal: signal.Signals = signal.SIGTERM
-    interval: float = 1.0  # seconds between looks at the folder while the child runs
-    settle: float = 0.5  # a folder is synced once no file changed for this long
-    margin: float = 2.0  # before a known deadline: kill a child still running, keep this for the sync
-    notice_file: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "runner-notice.json")
-
-    @classmethod
-    def build(cls, command: Sequence[str], folder: str | None = None, signal_name: str | None = None,
-              interval: float = 1.0, settle: float = 0.5, margin: float = 2.0,
-              environ: Mapping[str, str] | None = None) -> ExecOptions:
-        """Return options from the arguments, falling back to ``RUNNER_SYNC_DIR``/``RUNNER_NOTICE_SIGNAL``."""
-        env = os.environ if environ is None else environ
-        if not command:
-            raise ConfigError("no command to run: put it after --, e.g. runner exec -- python train.py")
-        folder = folder or env.get("RUNNER_SYNC_DIR")
-        if not folder:
-            raise ConfigError("no checkpoint folder to sync: pass --dir /workspace/checkpoints or set "
-                              "sync.dir in the job spec (RUNNER_SYNC_DIR)")
-        if not os.path.isabs(folder):
-            raise ConfigError(f"checkpoint folder {folder!r} is not an absolute path: use e.g. /workspace/checkpoints")
-        for name, value in (("interval", interval), ("settle", settle), ("margin", margin)):
-            if not value >= 0 or (name == "interval" and value == 0):
-                raise ConfigError(f"--{name} {value} must be a positive number of seconds")
-        sig = parse_signal(signal_name or env.get("RUNNER_NOTICE_SIGNAL") or DEFAULT_SIGNAL)
-        notice_file = env.get("RUNNER_NOTICE_FILE") or os.path.join(tempfile.gettempdir(),
-                                                                    f"runner-notice-{os.getpid()}.json")
-        return cls(list(command), Path(folder), sig, interval, settle, margin, Path(notice_file))
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: die when the wrapper dies (outside a container too)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def exit_code_of(returncode: int) -> int:
-    """Map a Popen return code to a process exit code: killed by signal N -> 128 + N."""
-    return 128 - returncode if returncode < 0 else returncode
+#: Seconds a command gets between the signal and the kill, even when its save ran long.
+SIGNAL_GRACE_S = 2.0
 
 
 class _Wrapper:
     def __init__(self, opts: ExecOptions, ctx: RunContext) -> None:
         self.opts, self.ctx = opts, ctx
         self.store = open_store(ctx.checkpoint_uri)
-        self.sync = FolderSync(self.store, opts.folder, ctx.keep, opts.settle,
+        self.sync = FolderSync(self.store, opts.folder, ctx.keep, opts.settle, open_files=open_for_writing,
                                meta={"attempt": ctx.attempt, "job_id": ctx.job_id, "command": opts.command[:8]})
         self.timing: dict[str, Any] = {"started_at": time.time()}
         self.history: dict[str, Any] = {}
+        self.longest_sync = 0.0
+        self.commit_by: float | None = None  # monotonic: the final sync's deadline, after a notice
+        self.abandoned = False  # a store call was left running at its deadline
         self._stop_syncing = threading.Event()
         self._last_warning = 0.0
 
@@ -149,19 +94,26 @@ class _Wrapper:
                 raise
             finally:
                 self._stop_syncing.set()
-                syncer.join()
             code = exit_code_of(child.returncode)
             log.info("%s exited with %d%s", self.opts.command[0], code,
                      " after the notice" if notice is not None else "")
+            synced_while_running = self.sync.syncs
             committed = self._final_sync("preempted" if notice is not None else "done" if code == 0 else "failed")
             if notice is None:
-                if not committed and code == 0:
+                if code != 0 and synced_while_running == 0 and self.sync.restored_step is not None:
+                    self._mark_failed_restore(code)
+                if committed is not True and code == 0:
                     log.error("the command finished but its folder could not be saved; exiting %d", EXIT_FAILED)
                     return EXIT_FAILED
                 return code
-            if not committed:
+            if committed is False:
                 log.error("the child stopped after the notice but the final sync failed; exiting %d", EXIT_FAILED)
                 return EXIT_FAILED
+            if committed is None:  # the window ran out (or the store stayed down): the previous snapshot stands
+                log.error("the final sync did not finish before the notice window ends: what the command saved "
+                          "after %s is lost; the next attempt restores %s; exiting %d",
+                          self._step_name(), self._step_name(), EXIT_PREEMPTED)
+                return EXIT_PREEMPTED
             notices.acknowledge()
             if notice.source == "halt-file" and self.ctx.halt_file:
                 self._clear_stale(self.ctx.halt_file, "")
@@ -169,12 +121,14 @@ class _Wrapper:
                      time.monotonic() - notice.received_at, EXIT_PREEMPTED)
             return EXIT_PREEMPTED
 
+    def _step_name(self) -> str:
+        return "nothing" if self.sync.last_step is None else f"step {self.sync.last_step}"
+
     def _start_child(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "RUNNER_SYNC_DIR": str(self.opts.folder),
-               "RUNNER_NOTICE_FILE": str(self.opts.notice_file),
-               "RUNNER_NOTICE_SIGNAL": self.opts.signal.name}
+        env = {**os.environ, SYNC_DIR: str(self.opts.folder), NOTICE_FILE: str(self.opts.notice_file),
+               NOTICE_SIGNAL: self.opts.signal.name}
         try:
-            child = subprocess.Popen(self.opts.command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+            child = subprocess.Popen(self.opts.command, env=env, preexec_fn=die_with_parent)  # noqa: PLW1509
         except FileNotFoundError:
             raise ConfigError(f"command {self.opts.command[0]!r} not found: check the image's PATH "
                               "or give the full path after --") from None
@@ -187,32 +141,47 @@ class _Wrapper:
         return child
 
     def _supervise(self, child: subprocess.Popen[bytes], notices: NoticeWatcher) -> Notice | None:
-        """Wait for the child; forward the first notice; kill it when a known deadline is near."""
+        """Wait for the child; on a notice let a save in progress finish, signal, kill when only the reserve is left."""
         forwarded: Notice | None = None
-        kill_at: float | None = None
+        signalled = said_waiting = False
+        kill_at = signal_by = 0.0
         while child.poll() is None:
             notice = notices.notice
             if notice is not None and forwarded is None:
                 forwarded = notice
+                end = window_end(notice.received_at, notice.deadline)
+                self.commit_by = end - EXIT_MARGIN_S
+                reserve = min(max(self.opts.margin, 2 * self.longest_sync), (end - time.monotonic()) / 2)
+                kill_at = self.commit_by - reserve
+                signal_by = kill_at - SIGNAL_GRACE_S
                 left = None if notice.deadline is None else notice.deadline - time.time()
                 self._write_notice_file(notice, left)
-                try:
-                    os.kill(child.pid, self.opts.signal)
-                except ProcessLookupError:
-                    pass
-                log.warning("preemption notice from %s: sent %s to %s%s", notice.source, self.opts.signal.name,
-                            self.opts.command[0], "" if left is None else f" ({left:.1f}s left)")
-                if left is not None:
-                    kill_at = time.monotonic() + max(0.0, left - self.opts.margin)
-            if kill_at is not None and time.monotonic() >= kill_at:
-                log.warning("%s still runs %.1fs before the deadline: killing it to save the folder in time",
-                            self.opts.command[0], self.opts.margin)
+                log.warning("preemption notice from %s (%.1f s left in the window): %s gets %s, and is killed "
+                            "%.1f s before the window ends if it still runs", notice.source, end - time.monotonic(),
+                            self.opts.command[0], self.opts.signal.name, end - kill_at)
+            if forwarded is not None and not signalled:
+                saving = [rel for rel, w in open_for_writing(self.opts.folder).items() if not w.append]
+                if saving and time.monotonic() < signal_by:
+                    if not said_waiting:
+                        said_waiting = True
+                        log.info("%s is being written: letting the save finish before the signal", ", ".join(saving))
+                else:
+                    signalled = True
+                    try:
+                        os.kill(child.pid, self.opts.signal)
+                    except ProcessLookupError:
+                        pass
+                    log.info("sent %s to %s", self.opts.signal.name, self.opts.command[0])
+            if forwarded is not None and time.monotonic() >= kill_at:
+                log.warning("%s still runs %.1f s before the window ends: killing it to save the folder in time",
+                            self.opts.command[0], self.commit_by + EXIT_MARGIN_S - time.monotonic())
                 child.kill()
-                kill_at = None
+                child.wait()
+                break
             if forwarded is None:
                 notices.wait(0.1)
             else:
-                time.sleep(0.05)
+                time.sleep(0.02)
         return forwarded
 
     def _write_notice_file(self, notice: Notice, left: float | None) -> None:
@@ -230,6 +199,7 @@ class _Wrapper:
 
     def _sync_loop(self) -> None:
         while not self._stop_syncing.wait(self.opts.interval):
+            started = time.monotonic()
             try:
                 result = self.sync.sync(final=False)
             except FolderChanged as exc:
@@ -242,16 +212,26 @@ class _Wrapper:
                 self._warn(f"sync failed reading the folder: {exc}; trying again")
                 continue
             if result.status == "committed":
+                self.longest_sync = max(self.longest_sync, time.monotonic() - started)
                 self._report(result, "running")
 
-    def _final_sync(self, state: str) -> bool:
+    def _final_sync(self, state: str) -> bool | None:
+        """Sync once more; True when done, None when the notice window ran out or the store stayed down."""
         for try_ in range(1, FINAL_SYNC_TRIES + 1):
             try:
-                result = self.sync.sync(final=True)
-            except FolderChanged as exc:  # a grandchild still writing: give it a moment
+                if self.commit_by is None:
+                    result = self.sync.sync(final=True)
+                else:
+                    with self.store.deadline_at(self.commit_by):
+                        result = run_bounded(lambda: self.sync.sync(final=True), self.commit_by, "the final sync")
+            except FolderChanged as exc:  # a process still writing: give it a moment
                 log.warning("final sync: %s (try %d of %d)", exc, try_, FINAL_SYNC_TRIES)
                 time.sleep(0.5)
                 continue
+            except StoreUnavailable as exc:
+                log.error("final sync failed: %s", exc)
+                self.abandoned = isinstance(exc, DeadlineExceeded)
+                return None if self.commit_by is not None else False
             except (RunnerError, OSError) as exc:
                 log.error("final sync failed: %s", exc)
                 return False
@@ -259,12 +239,23 @@ class _Wrapper:
             return True
         return False
 
+    def _mark_failed_restore(self, code: int) -> None:
+        steps = sorted({s for s in (self.sync.restored_step, self.sync.last_step) if s is not None})
+        try:
+            for step in steps:
+                mark_restore_failed(self.store, step, {"attempt": self.ctx.attempt, "exit_code": code})
+        except (RunnerError, OSError) as exc:
+            log.warning("could not mark step %s as failing: %s", steps, exc)
+            return
+        log.warning("the command failed (exit %d) right after step %d was restored and saved nothing new: "
+                    "the next attempt restores the step before it", code, self.sync.restored_step)
+
     def _report(self, result: SyncResult, state: str) -> None:
         if result.status == "committed":
             self.timing.update(checkpoint_step=result.step, checkpoint_at=time.time())
-            log.info("committed %s folder as step %d: %d files, %d bytes (%d new, %d bytes uploaded)",
+            log.info("committed %s folder as step %d: %d files, %d bytes (%d new, %d bytes uploaded)%s",
                      self.opts.folder, result.step, result.files, result.bytes, result.uploaded,
-                     result.uploaded_bytes)
+                     result.uploaded_bytes, f"; held back: {', '.join(sorted(result.held))}" if result.held else "")
         progress = {"task": "exec", "command": self.opts.command[:8], "state": state,
                     "step": self.sync.last_step or 0, "syncs": self.sync.syncs, "files": result.files,
                     "bytes": result.bytes, "attempt": self.ctx.attempt, "job_id": self.ctx.job_id,
@@ -295,9 +286,21 @@ class _Wrapper:
 
 
 def run(opts: ExecOptions, ctx: RunContext | None = None) -> int:
-    """Run the command under the contract; return the wrapper's exit code. Errors become one line."""
+    """Run the command under the contract; return the wrapper's exit code. Errors become one line.
+
+    When the final sync was abandoned at the end of a notice window, the process exits here at
+    once (``os._exit``): the SDK's own worker threads, still uploading, would otherwise hold the
+    interpreter's exit past the window.
+    """
     try:
-        return _Wrapper(opts, ctx or RunContext.from_env()).run()
+        wrapper = _Wrapper(opts, ctx or RunContext.from_env())
+        code = wrapper.run()
+        if wrapper.abandoned:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except RunnerError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the folder")
     parser.add_argument("--settle", type=float, default=0.5, help="sync once no file changed for this long")
     parser.add_argument("--margin", type=float, default=2.0,
-                        help="seconds before a notice's deadline at which a still running command is killed")
+                        help="seconds kept for the final sync at least, before the notice window ends")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -340,4 +343,4 @@ def setup_logging() -> None:
         logging.getLogger("runner").setLevel(os.environ.get("RUNNER_LOG_LEVEL", "INFO"))
 
 
-__all__ = ["EXIT_DONE", "ExecOptions", "exit_code_of", "main", "parse_signal", "run"]
+__all__ = ["DEFAULT_SIGNAL", "EXIT_DONE", "ExecOptions", "exit_code_of", "main", "parse_signal", "run"]

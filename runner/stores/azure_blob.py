@@ -7,24 +7,31 @@ are block blobs with ``overwrite=True``: staged blocks stay invisible until the 
 committed, so a write is all or nothing (uncommitted blocks of a killed writer are discarded
 by the service after a week).
 
-Retries: every call is retried as a whole by ``runner.stores.cloud``; the SDK's own retries are
-off, except for the requests of an upload (``UPLOAD_ATTEMPTS``): a blob above ``MAX_SINGLE_PUT``
-goes up as many blocks, and one block's 503 must not restart all of them.
+Retries: the SDK's, the one retry layer (``runner.stores.cloud``), through the client's
+``retry_policy``: every request (each block of a blob above ``MAX_SINGLE_PUT``) is retried alone,
+``retry_total=ATTEMPTS - 1`` times, never on the secondary endpoint. The storage SDK's
+``ExponentialRetry`` waits ``initial_backoff + increment_base ** n`` (15 s + 3**n by default;
+it never reads ``retry_backoff_factor``, which an earlier version set in vain, so one faulted
+block slept 15-24 s per retry). :class:`Backoff` keeps its options and retry rules but waits
+``initial_backoff * increment_base ** (n - 1)``, capped: 0.2, 0.4, 0.8 s. A body cut short while
+it is read is read again by the SDK's downloader (up to 3 times, 1 s apart: fixed in the SDK).
+Connect and read timeouts: ``runner.stores.deadline``.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from typing import IO, Any
 
 import azure.core.exceptions as aexc
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from runner.errors import ConfigError, StoreError
-from runner.stores.cloud import ObjectStore, error_chain, one_line
+from runner.stores.cloud import ATTEMPTS, FIRST_BACKOFF_S, MAX_BACKOFF_S, ObjectStore, error_chain, one_line
+from runner.stores.deadline import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 _CONCURRENCY = 4
-UPLOAD_ATTEMPTS = 4             # per request of an upload (each block), by the SDK
 MAX_SINGLE_PUT = 64 * 1024 ** 2  # larger blobs go up in blocks of BLOCK_BYTES
 BLOCK_BYTES = 8 * 1024 ** 2
 _TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
@@ -38,10 +45,26 @@ def _code(exc: BaseException) -> str:
     return str(getattr(exc, "error_code", None) or "")
 
 
-def _service_client(retries: int = 0) -> Any:
-    """Return a BlobServiceClient from the environment, with ``retries`` SDK retries per request."""
-    options: dict[str, Any] = {"retry_total": retries, "retry_backoff_factor": 0.4,
-                               "max_single_put_size": MAX_SINGLE_PUT, "max_block_size": BLOCK_BYTES}
+class Backoff(ExponentialRetry):
+    """The storage SDK's exponential retry with waits that start small: see the module docstring."""
+
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        count = max(1, int(settings["count"]))  # 1 before the first retry
+        backoff = min(MAX_BACKOFF_S, self.initial_backoff * self.increment_base ** (count - 1))
+        return random.uniform(max(0.0, backoff - self.random_jitter_range), backoff + self.random_jitter_range)
+
+
+def retry_policy() -> Backoff:
+    """The retry policy of every Azure client here."""
+    return Backoff(initial_backoff=FIRST_BACKOFF_S, increment_base=2, retry_total=ATTEMPTS - 1,
+                   retry_to_secondary=False, random_jitter_range=FIRST_BACKOFF_S / 2)
+
+
+def _service_client() -> Any:
+    """Return a BlobServiceClient from the environment, with the retries and timeouts above."""
+    options: dict[str, Any] = {"retry_policy": retry_policy(), "connection_timeout": CONNECT_TIMEOUT_S,
+                               "read_timeout": READ_TIMEOUT_S, "max_single_put_size": MAX_SINGLE_PUT,
+                               "max_block_size": BLOCK_BYTES}
     conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if conn:
         try:
@@ -72,10 +95,9 @@ class AzureBlobStore(ObjectStore):
         super().__init__(uri)
         self.service = _service_client()
         self.container = self.service.get_container_client(self.bucket)
-        self.uploads = _service_client(UPLOAD_ATTEMPTS - 1).get_container_client(self.bucket)
 
     def _upload(self, name: str, fh: IO[bytes], size: int) -> None:
-        self.uploads.upload_blob(name, fh, length=size, overwrite=True, max_concurrency=_CONCURRENCY)
+        self.container.upload_blob(name, fh, length=size, overwrite=True, max_concurrency=_CONCURRENCY)
 
     def _download(self, name: str, fh: IO[bytes]) -> None:
         self.container.download_blob(name, max_concurrency=_CONCURRENCY).readinto(fh)

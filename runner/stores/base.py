@@ -2,6 +2,10 @@
 
 Stores know nothing of steps or manifests; ``runner.task.checkpoint`` builds the safe layout
 (immutable step folders, manifest written last) on top of these few operations.
+
+Every store call has a deadline (``runner.stores.deadline``): its own bound, and while a
+preemption notice is pending the end of the notice window (:meth:`Store.deadline_at`). A call
+that cannot finish by then raises :class:`DeadlineExceeded` and makes nothing visible.
 """
 
 from __future__ import annotations
@@ -11,11 +15,33 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from runner.errors import StoreError
+
+
+class StoreUnavailable(StoreError):
+    """The service stayed unreachable or overloaded through every retry: transient, not the job's fault."""
+
+
+class DeadlineExceeded(StoreUnavailable):
+    """A store call could not finish before its deadline (a notice window's end, or its own bound)."""
+
 
 class Store(ABC):
     """Objects addressed by ``/``-separated keys relative to the store's root URI."""
 
     uri: str
+    #: ``time.monotonic()`` after which no call of this store may run (a notice's window); None: none.
+    deadline: float | None = None
+
+    @contextmanager
+    def deadline_at(self, at: float | None) -> Iterator[None]:
+        """Within the block, every call ends by ``at`` (``time.monotonic()``) or raises DeadlineExceeded."""
+        previous = self.deadline
+        self.deadline = at if previous is None or at is None else min(at, previous)
+        try:
+            yield
+        finally:
+            self.deadline = previous
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -1,61 +1,54 @@
-"""What the object stores (s3://, gs://, az://) share: keys under a prefix, spooled writes, retries.
+"""What the object stores (s3://, gs://, az://) share: keys under a prefix, spooled writes, deadlines.
 
-A store subclass supplies six SDK calls (``_upload``, ``_download``, ``_list_names``,
+A store subclass supplies five SDK calls (``_upload``, ``_download``, ``_list_names``,
 ``_delete_names``, ``_exists_name``) and two pure functions of an SDK exception:
-``_is_transient`` (worth retrying) and ``_translate`` (FileNotFoundError, a one-line StoreError,
-or None for "not an SDK error: a bug"). Every call goes through :meth:`ObjectStore._call`, the
-one retry policy of the stores: tenacity, exponential backoff with jitter, only for transient
-errors. The SDKs' own retries are turned off so the two never multiply.
+``_is_transient`` (the service was unreachable or overloaded) and ``_translate``
+(FileNotFoundError, a one-line StoreError, or None for "not an SDK error: a bug").
+
+One retry layer per store, the SDK's own, configured with its real options in each store module
+(botocore's standard mode, google.api_core's Retry, azure-storage-blob's retry policy): every
+request of a call is retried alone (one S3 part, one Azure block, one GCS chunk), with backoffs
+that start under a second and are capped at ``MAX_BACKOFF_S``. Nothing here retries: an error that
+comes out of the SDK has had its retries. Every call goes through :meth:`ObjectStore._call`,
+which bounds it (``runner.stores.deadline``), times it, and turns its errors into the project's:
+a transient one that outlived the SDK's retries becomes :class:`StoreUnavailable`.
 
 All-or-nothing writes come from the services, not from preconditions (which the GCS emulator
 does not enforce): a single PUT, a multipart upload (S3) or a block list (Azure) is invisible
 until completed, and a resumable GCS upload is finalised in one request. A write that raises
-inside ``open_write`` uploads nothing.
+inside ``open_write``, or is abandoned at its deadline, makes nothing visible.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
+import threading
+import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import IO, BinaryIO, ClassVar, TypeVar, cast
 from urllib.parse import urlparse
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
 from runner.errors import ConfigError, StoreError
-from runner.stores.base import Store
+from runner.stores.base import DeadlineExceeded, Store, StoreUnavailable
+from runner.stores.deadline import CallTimes, call_timeout, run_bounded
 
 T = TypeVar("T")
 #: Objects up to this size stay in memory while written or read; larger ones spill to disk.
 SPOOL_BYTES = 32 * 1024 * 1024
-_COPY_CHUNK = 1024 * 1024
+#: Attempts per request (the first try included) in every store SDK.
+ATTEMPTS = 4
+#: Backoff before the first retry (at most, with jitter), doubled each retry, capped here.
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 4.0
+#: The deadline of the call running in this (worker) thread, for SDKs that take a retry deadline.
+_current = threading.local()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a transient error is retried."""
-
-    attempts: int = 5
-    initial: float = 0.5  # seconds before the 2nd attempt, doubled each time, plus jitter
-    max_wait: float = 10.0
-
-
-def call_with_retry(fn: Callable[[], T], transient: Callable[[BaseException], bool], policy: RetryPolicy) -> T:
-    """Return ``fn()``, retrying transient errors with exponential backoff and jitter.
-
-    The last error is re-raised as is when the attempts run out or the error is not transient.
-    """
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.attempts),
-        wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.max_wait, jitter=policy.initial),
-        retry=retry_if_exception(transient),
-        reraise=True,
-    )
-    return retrying(fn)
+def call_deadline() -> float | None:
+    """Return the deadline (``time.monotonic()``) of the store call running in this thread, if any."""
+    return getattr(_current, "at", None)
 
 
 def one_line(text: object, limit: int = 200) -> str:
@@ -96,7 +89,9 @@ class ObjectStore(Store):
         self.uri = uri
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self.retry = RetryPolicy()
+        #: Seconds one call may take without a notice (``RUNNER_STORE_TIMEOUT``).
+        self.call_timeout = call_timeout()
+        self.times = CallTimes()
 
     # -- what a store supplies ------------------------------------------------------------
     @abstractmethod
@@ -144,11 +139,23 @@ class ObjectStore(Store):
         return f"{base}/{path}" if path else base
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """Run one SDK operation with retries; turn its errors into the project's."""
+        """Run one SDK operation (its retries are the SDK's) by its deadline; turn its errors into the project's."""
+        start = time.monotonic()
+        at = start + self.call_timeout if self.deadline is None else min(start + self.call_timeout, self.deadline)
+        where = self._where(key)
+
+        def bounded() -> T:
+            _current.at = at
+            return fn()
+
         try:
-            return call_with_retry(fn, self._is_transient, self.retry)
+            return run_bounded(bounded, at, f"{op} {where}")
+        except DeadlineExceeded:
+            if at < start + self.call_timeout:  # the notice window's end came first
+                raise DeadlineExceeded(f"{op} {where} could not finish before the notice window ends") from None
+            raise DeadlineExceeded(f"{op} {where} took longer than {self.call_timeout:.0f} s (RUNNER_STORE_TIMEOUT): "
+                                   "the service hangs; retry later") from None
         except Exception as exc:
-            where = self._where(key)
             err = self._translate(exc, op, where)
             if err is None:
                 raise
@@ -156,9 +163,11 @@ class ObjectStore(Store):
                 raise err from None
             if self._is_transient(exc):
                 last = one_line(err).removeprefix(f"{op} {where} failed: ")
-                err = StoreError(f"{op} {where} failed {self.retry.attempts} times (last: {last}): "
-                                 "the service is unreachable or overloaded; retry later")
+                err = StoreUnavailable(f"{op} {where} failed after {ATTEMPTS} attempts (last: {last}): "
+                                       "the service is unreachable or overloaded; retry later")
             raise err from exc
+        finally:
+            self.times.record(op, time.monotonic() - start)
 
     def bucket_missing(self, where: str) -> StoreError:
         return StoreError(f"{self.bucket_word} {self.bucket!r} does not exist ({where}): create it "
@@ -220,8 +229,3 @@ class ObjectStore(Store):
     def exists(self, key: str) -> bool:
         name = self._name(key)
         return self._call("checking", key, lambda: self._exists_name(name))
-
-
-def copy_stream(src: IO[bytes], dst: IO[bytes]) -> None:
-    """Copy a response body into a file in chunks."""
-    shutil.copyfileobj(src, dst, _COPY_CHUNK)

@@ -1,9 +1,14 @@
-"""``file://`` store: fsync and atomic rename, so a crash never leaves a half-written object."""
+"""``file://`` store: fsync and atomic rename, so a crash never leaves a half-written object.
+
+A write still running at the store's deadline (``Store.deadline_at``: a notice window's end, a
+slow disk) is not renamed into place: it raises DeadlineExceeded and leaves nothing behind.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +16,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from runner.errors import ConfigError, StoreError
-from runner.stores.base import Store
+from runner.stores.base import DeadlineExceeded, Store
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,9 +54,14 @@ class FileStore(Store):
             raise StoreError(f"key {key!r} escapes the checkpoint folder {self.root}")
         return path
 
+    def _check_deadline(self, key: str) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineExceeded(f"writing {self.root}/{key} could not finish before the notice window ends")
+
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)
+        self._check_deadline(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
@@ -59,6 +69,7 @@ class FileStore(Store):
                 yield fh
                 fh.flush()
                 os.fsync(fh.fileno())
+            self._check_deadline(key)  # too late: the caller gave up on this write
             os.replace(tmp, path)
             _fsync_dir(path.parent)
         except BaseException:

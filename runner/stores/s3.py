@@ -7,10 +7,14 @@ until complete, so a write is all or nothing without any precondition. A writer 
 mid-multipart leaves an incomplete upload that is invisible but billed: give the bucket a
 lifecycle rule that aborts incomplete multipart uploads after a day.
 
-Retries: every call is retried as a whole by ``runner.stores.cloud``; boto3's own retries are
-off, except for the requests of an upload (``PART_ATTEMPTS``): a multipart upload is many
-requests, and restarting all of it for one part's 503 meant that a big checkpoint under
-throttling failed every attempt (found by the fault suite: a 10 MB state under 30% faults).
+Retries: botocore's, the one retry layer (``runner.stores.cloud``): standard mode with
+``total_max_attempts=ATTEMPTS`` per request, so each part of a multipart upload is retried alone
+(restarting a whole upload for one part's 503 made a 10 MB checkpoint under 30% faults fail every
+attempt). Standard mode waits ``random(0, 1) * min(b * 2**i, 20)`` before retry ``i`` (from 0),
+with ``b`` 50 ms for errors and 1 s for throttling, so with 4 attempts every wait is under a second
+at first and at most 4 s. A body cut short while it is read is retried by s3transfer
+(``num_download_attempts``), which downloads through the same client. Connect and read timeouts:
+``runner.stores.deadline``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from runner.errors import StoreError
-from runner.stores.cloud import ObjectStore, copy_stream, error_chain, one_line
+from runner.stores.cloud import ATTEMPTS, ObjectStore, error_chain, one_line
+from runner.stores.deadline import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 MULTIPART_BYTES = 8 * 1024 * 1024
-#: Attempts per request of an upload (each part of a multipart upload is retried on its own).
-PART_ATTEMPTS = 4
+_CONCURRENCY = 4  # parts in flight at once
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeoutException",
                     "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
@@ -48,17 +52,10 @@ def _client_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-class _KeepOpen:
-    """A file whose ``close()`` does nothing: the spool outlives each upload attempt."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fh, name)
-
-    def close(self) -> None:
-        pass
+def client_config() -> Config:
+    """The botocore configuration of every S3 client: the retries and the timeouts."""
+    return Config(retries={"mode": "standard", "total_max_attempts": ATTEMPTS},
+                  connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, tcp_keepalive=True)
 
 
 class S3Store(ObjectStore):
@@ -71,24 +68,15 @@ class S3Store(ObjectStore):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        # Retries are ours (runner.stores.cloud), so boto3's are off: one attempt per call.
-        self.client = boto3.session.Session().client(
-            "s3", config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
-        self.upload_client = boto3.session.Session().client(
-            "s3", config=Config(retries={"mode": "standard", "total_max_attempts": PART_ATTEMPTS}))
-        self.transfer = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+        self.client = boto3.session.Session().client("s3", config=client_config())
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES,
+                                       max_concurrency=_CONCURRENCY, num_download_attempts=ATTEMPTS)
 
     def _upload(self, name: str, fh: IO[bytes], size: int) -> None:
-        # s3transfer closes the file it was given once a PUT ends, failed or not; a retry then
-        # needs it again, so it gets a view whose close() leaves the spool open.
-        self.upload_client.upload_fileobj(_KeepOpen(fh), self.bucket, name, Config=self.transfer)
+        self.client.upload_fileobj(fh, self.bucket, name, Config=self.transfer)
 
     def _download(self, name: str, fh: IO[bytes]) -> None:
-        body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
-        try:
-            copy_stream(body, fh)
-        finally:
-            body.close()
+        self.client.download_fileobj(self.bucket, name, fh, Config=self.transfer)
 
     def _list_names(self, prefix: str) -> list[str]:
         names: list[str] = []

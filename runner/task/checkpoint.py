@@ -9,17 +9,15 @@ line each and are deleted. Loading uses ``torch.load(weights_only=True)``: no co
 from __future__ import annotations
 
 import io
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from runner.errors import CorruptCheckpoint, StoreError
+from runner.errors import CorruptCheckpoint
 from runner.stores.base import Store
 from runner.task import manifest as mf
 
-log = logging.getLogger("runner.checkpoint")
 STATE_FILE = "state.pt"
 WEIGHTS_FILE = "weights.pt"
 
@@ -61,46 +59,19 @@ def write_step(store: Store, step: int, state: dict[str, Any], meta: dict[str, A
 
 def prune(store: Store, keep: int) -> None:
     """Delete committed steps beyond the newest ``keep`` and every older uncommitted one."""
-    listing = mf.list_steps(store)
-    committed = [s for s in listing.newest_first()
-                 if any(k.endswith("/" + mf.MANIFEST) for k in listing.steps[s])]
-    if len(committed) <= keep:
-        return
-    oldest_kept = committed[keep - 1]
-    for step in listing.newest_first():
-        if step < oldest_kept:
-            mf.delete_step(store, listing.steps[step])
+    mf.prune(store, keep)
 
 
 def load_latest(store: Store) -> Loaded | None:
-    """Return the newest valid checkpoint, deleting the partial and corrupt ones above it."""
-    listing = mf.list_steps(store)
-    bad: list[int] = []
-    found: Loaded | None = None
-    for step in listing.newest_first():
-        prefix = mf.step_prefix(step)
-        try:
-            manifest = mf.read_manifest(store, prefix)
-            data = mf.read_verified(store, prefix, manifest, STATE_FILE) if STATE_FILE in manifest["files"] \
-                else None
-            if data is None:
-                raise CorruptCheckpoint(f"{prefix}/{mf.MANIFEST} does not list {STATE_FILE}")
-            found = Loaded(step, manifest, _torch_load(data, f"{prefix}/{STATE_FILE}"))
-            break
-        except FileNotFoundError:
-            log.warning("ignoring %s: no manifest, the write never finished; removing it", prefix)
-        except CorruptCheckpoint as exc:
-            log.warning("ignoring %s: %s; removing it and trying the previous step", prefix, exc)
-        bad.append(step)
-    if found is not None:  # older steps left without a manifest (a prune cut short) are garbage too
-        bad += [s for s in listing.steps if s < found.step
-                and not any(k.endswith("/" + mf.MANIFEST) for k in listing.steps[s])]
-    for step in bad:
-        try:
-            mf.delete_step(store, listing.steps[step])
-        except (OSError, StoreError) as exc:
-            log.warning("could not remove %s: %s", mf.step_prefix(step), exc)
-    return found
+    """Return the newest valid checkpoint (``manifest.recover``), deleting the partial and corrupt ones above it."""
+
+    def load(prefix: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        if STATE_FILE not in manifest["files"]:
+            raise CorruptCheckpoint(f"{prefix}/{mf.MANIFEST} does not list {STATE_FILE}")
+        return _torch_load(mf.read_verified(store, prefix, manifest, STATE_FILE), f"{prefix}/{STATE_FILE}")
+
+    found = mf.recover(store, load)
+    return None if found is None else Loaded(found.step, found.manifest, found.value)
 
 
 def save_final(store: Store, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +90,6 @@ def load_final(store: Store) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (CorruptCheckpoint, KeyError) as exc:
-        log.warning("ignoring the final result: %s; the run continues from its last step", exc)
+        mf.log.warning("ignoring the final result: %s; the run continues from its last step", exc)
         return None
     return manifest

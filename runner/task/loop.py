@@ -19,6 +19,8 @@ import torch
 from runner.cost.interval import CheckpointCost, auto_interval, from_env
 from runner.errors import ConfigError, RunnerError
 from runner.stores import open_store
+from runner.stores.base import StoreUnavailable
+from runner.stores.deadline import commit_deadline
 from runner.task import checkpoint as ck
 from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
 from runner.task.notices import Notice, NoticeWatcher
@@ -258,13 +260,19 @@ class _Loop:
         return chosen
 
     def _parachute(self, writer: CheckpointWriter, notices: NoticeWatcher, notice: Notice) -> int:
-        log.warning("preemption notice from %s%s: saving step %d and stopping", notice.source,
-                    f" ({notice.detail})" if notice.detail else "", self.pos.step)
+        commit_by = commit_deadline(notice.received_at, notice.deadline)
+        log.warning("preemption notice from %s%s: saving step %d and stopping (%.1f s to commit)", notice.source,
+                    f" ({notice.detail})" if notice.detail else "", self.pos.step, commit_by - time.monotonic())
         self.timing.update(notice_at=round(time.time() - (time.monotonic() - notice.received_at), 3),
                            notice_source=notice.source)
         try:
-            writer.submit(self.pos.step, self._state(), self._meta("preempted"), urgent=True)
-            writer.flush()
+            writer.submit(self.pos.step, self._state(), self._meta("preempted"), urgent=True, deadline=commit_by)
+        except StoreUnavailable as exc:  # the window ran out, or the store stayed down: keep what is committed
+            kept = max(writer.last_committed or 0, int(self.timing.get("resumed_from") or 0))
+            log.error("could not commit step %d before the notice window ends (%s): steps %d-%d are lost and the "
+                      "next attempt resumes from %s; exiting %d", self.pos.step, exc, kept + 1, self.pos.step,
+                      f"step {kept}" if kept else "the start", EXIT_PREEMPTED)
+            return EXIT_PREEMPTED
         except RunnerError as exc:
             log.error("could not commit a checkpoint after the notice: %s", exc)
             return EXIT_FAILED

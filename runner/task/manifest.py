@@ -6,8 +6,10 @@
     progress.json, checkpoint.txt         progress for people and tools
 
 A step counts only when its manifest exists, parses, names only files inside its own folder,
-and every file matches its size and sha256. Everything here is used by the task side and by
-the control plane (``runner status`` reads the final manifest).
+and every file matches its size and sha256. :func:`recover` is the one routine that finds the
+newest such step, for ``runner.task`` (a torch state) and ``runner exec`` (a folder snapshot)
+alike; :func:`prune` the one that keeps the newest K. Everything here is used by the task side
+and by the control plane (``runner status`` reads the final manifest).
 """
 
 from __future__ import annotations
@@ -16,25 +18,22 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
-from runner.errors import CorruptCheckpoint
+from runner.contract import FINAL, MANIFEST, RESTORE_FAILED, step_prefix
+from runner.errors import CorruptCheckpoint, StoreError
 from runner.stores.base import Store
 
-MANIFEST = "MANIFEST.json"
-FINAL = "final"
+log = logging.getLogger("runner.checkpoint")
+T = TypeVar("T")
 FORMAT = 1
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def step_prefix(step: int) -> str:
-    """Return the folder name of a step: ``step-000120``."""
-    return f"step-{step:06d}"
 
 
 class HashingWriter(io.RawIOBase):
@@ -137,6 +136,78 @@ def list_steps(store: Store) -> StepListing:
         if m:
             steps.setdefault(int(m.group(1)), []).append(key)
     return StepListing(steps)
+
+
+def is_committed(keys: Iterable[str]) -> bool:
+    """Return whether a step's keys include its manifest: the one test of "committed" (valid or not)."""
+    return any(k.endswith("/" + MANIFEST) for k in keys)
+
+
+def is_marked(keys: Iterable[str]) -> bool:
+    """Return whether ``runner exec`` marked the step: its command failed right after restoring it."""
+    return any(k.endswith("/" + RESTORE_FAILED) for k in keys)
+
+
+@dataclass(frozen=True)
+class Recovered(Generic[T]):
+    """The step :func:`recover` found: its number, its manifest and what ``load`` made of it."""
+
+    step: int
+    manifest: dict[str, Any]
+    value: T
+
+
+def recover(store: Store, load: Callable[[str, dict[str, Any]], T], what: str = "write") -> Recovered[T] | None:
+    """Return the newest step whose manifest checks out and which ``load(prefix, manifest)`` accepts.
+
+    Steps are tried newest first; one marked :data:`RESTORE_FAILED` is tried only after every
+    unmarked one. A step without a manifest (its ``what`` never finished) or that is corrupt
+    (``load`` raised CorruptCheckpoint) gets one warning line and is deleted, and so is every step
+    without a manifest below the one returned (a prune cut short). None when nothing is usable.
+    """
+    listing = list_steps(store)
+    order = sorted(listing.steps, key=lambda s: (not is_marked(listing.steps[s]), s), reverse=True)
+    bad: list[int] = []
+    found: Recovered[T] | None = None
+    for step in order:
+        prefix = step_prefix(step)
+        try:
+            manifest = read_manifest(store, prefix)
+            found = Recovered(step, manifest, load(prefix, manifest))
+            break
+        except FileNotFoundError:
+            log.warning("ignoring %s: no manifest, the %s never finished; removing it", prefix, what)
+        except CorruptCheckpoint as exc:
+            log.warning("ignoring %s: %s; removing it and trying the previous step", prefix, exc)
+        bad.append(step)
+    if found is not None:
+        if is_marked(listing.steps[found.step]) and len(order) > 1:
+            log.warning("%s is the last usable step although the command failed right after restoring it",
+                        step_prefix(found.step))
+        bad += [s for s in listing.steps if s < found.step and not is_committed(listing.steps[s])]
+    for step in bad:
+        try:
+            delete_step(store, listing.steps[step])
+        except (OSError, StoreError) as exc:
+            log.warning("could not remove %s: %s", step_prefix(step), exc)
+    return found
+
+
+def prune(store: Store, keep: int) -> list[int]:
+    """Delete committed steps beyond the newest ``keep`` and every step below them; return the kept ones."""
+    listing = list_steps(store)
+    committed = [s for s in listing.newest_first() if is_committed(listing.steps[s])]
+    if len(committed) > keep:
+        oldest_kept = committed[keep - 1]
+        for step in listing.newest_first():
+            if step < oldest_kept:
+                delete_step(store, listing.steps[step])
+    return committed[:keep]
+
+
+def mark_restore_failed(store: Store, step: int, detail: Mapping[str, Any]) -> None:
+    """Mark ``step``: the command failed right after restoring it, so :func:`recover` tries it last."""
+    store.write_bytes(f"{step_prefix(step)}/{RESTORE_FAILED}", json.dumps({**detail, "at": time.time()}).encode())
 
 
 def delete_step(store: Store, keys: list[str]) -> None:

@@ -11,6 +11,12 @@ Modes:
 - ``sync``: written inline; the baseline the benchmark compares against.
 
 One write is in flight at a time; a new one waits for the previous (that wait counts as stall).
+
+After a notice (``urgent``) every wait has a deadline, the notice window's end minus a margin
+(``runner.stores.deadline``): the write in flight gets until then, and so does the notice's own
+step; a write still running at the deadline is abandoned (a forked writer is killed) and
+:class:`~runner.stores.base.DeadlineExceeded` says so. Abandoning is safe: a step counts only
+once its manifest, written last, exists, so the previous step stays the newest committed one.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 
 from runner.errors import StoreError
 from runner.stores import open_store
+from runner.stores.base import DeadlineExceeded, StoreUnavailable
+from runner.stores.deadline import run_bounded
 from runner.task.checkpoint import write_step
 from runner.task.state import to_cpu
 
@@ -61,24 +69,39 @@ class CheckpointWriter:
         self._thread_error: str | None = None
 
     # -- public ---------------------------------------------------------------------------
-    def submit(self, step: int, state: dict[str, Any], meta: dict[str, Any], urgent: bool = False) -> float:
+    def submit(self, step: int, state: dict[str, Any], meta: dict[str, Any], urgent: bool = False,
+               deadline: float | None = None) -> float:
         """Start writing ``state`` as ``step``; return how long the caller was stalled.
 
         ``urgent`` (a preemption notice): finish what is in flight at normal priority, then write
-        inline, so nothing competing for the CPU can push the commit past the notice window.
+        inline, so nothing competing for the CPU can push the commit past the notice window;
+        ``deadline`` (``time.monotonic()``) bounds both, raising DeadlineExceeded when it passes.
         """
         start = time.perf_counter()
         if self.mode == "auto":
             self.mode = "thread" if _on_gpu(state) else "fork"
-        self.flush(urgent=urgent)
+        if urgent:
+            in_flight = self._pending
+            try:
+                self.flush(urgent=True, deadline=deadline)
+            except DeadlineExceeded:
+                raise
+            except StoreError as exc:  # the older step is lost; the notice's step is what matters now
+                log.warning("the checkpoint of step %s failed (%s); writing step %d now", in_flight, exc, step)
+        else:
+            self.flush()
         if self.mode == "sync" or urgent:
             self._pending = step
             try:
-                self._run(step, state, meta)
+                if deadline is None:
+                    self._run(step, state, meta)
+                else:
+                    with self.store.deadline_at(deadline):
+                        run_bounded(lambda: self._run(step, state, meta), deadline, f"committing step {step}")
             except Exception as exc:  # a full disk, a store gone: one line, the last step intact
                 self._pending = None
-                raise StoreError(f"writing a checkpoint to {self.store.describe()} failed: "
-                                 f"{_describe(exc)}") from exc
+                cls = type(exc) if isinstance(exc, StoreUnavailable) else StoreError
+                raise cls(f"writing a checkpoint to {self.store.describe()} failed: {_describe(exc)}") from exc
             self._done(None)
         elif self.mode == "thread":
             snapshot = to_cpu(state, clone=True)
@@ -109,8 +132,12 @@ class CheckpointWriter:
         self._finish_thread()
         return False
 
-    def flush(self, urgent: bool = False) -> int | None:
-        """Wait for the write in flight; raise StoreError if it failed; return the last step."""
+    def flush(self, urgent: bool = False, deadline: float | None = None) -> int | None:
+        """Wait for the write in flight; raise StoreError if it failed; return the last step.
+
+        With a ``deadline`` (``time.monotonic()``), a write still running then is abandoned (a forked
+        writer killed) and DeadlineExceeded raised: its step is not committed.
+        """
         if self._pending is not None:
             if self.mode == "fork" and self._pid is not None:
                 if urgent:  # the idle-priority child must not starve while a notice window runs
@@ -118,15 +145,35 @@ class CheckpointWriter:
                         os.sched_setscheduler(self._pid, os.SCHED_OTHER, os.sched_param(0))
                     except (AttributeError, OSError):
                         pass
-                _, status = os.waitpid(self._pid, 0)
-                self._reap(status)
+                self._reap(self._wait_child(deadline))
             elif self.mode == "thread" and self._thread is not None:
-                self._thread.join()
+                self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if self._thread.is_alive():  # it sees the store's deadline too and gives up on its own
+                    step, self._thread, self._pending = self._pending, None, None
+                    raise DeadlineExceeded(f"the checkpoint of step {step} was still being written at the deadline")
                 self._finish_thread()
         if self._error:
             error, self._error = self._error, None
             raise StoreError(f"writing a checkpoint to {self.store.describe()} failed: {error}")
         return self.last_committed
+
+    def _wait_child(self, deadline: float | None) -> int:
+        """Return the forked writer's wait status; past ``deadline`` kill it and raise DeadlineExceeded."""
+        assert self._pid is not None
+        while deadline is not None:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid:
+                return status
+            if time.monotonic() >= deadline:
+                os.kill(self._pid, signal.SIGKILL)
+                os.waitpid(self._pid, 0)
+                step, self._pending, self._pid = self._pending, None, None
+                if self._pipe is not None:
+                    os.close(self._pipe)
+                    self._pipe = None
+                raise DeadlineExceeded(f"the checkpoint of step {step} was still being written at the deadline")
+            time.sleep(0.01)
+        return os.waitpid(self._pid, 0)[1]
 
     # -- internals ------------------------------------------------------------------------
     def _run(self, step: int, state: dict[str, Any], meta: dict[str, Any], store: Any = None) -> None:

@@ -17,8 +17,11 @@ Per request, the schedule (``random.Random(seed)``) picks "pass" or one fault:
   be idempotent).
 
 At most ``max_in_row`` faults come in a row, so a client retrying a few times always gets
-through; ``fault_match`` (method, path) limits the faults to some requests. ``delay`` (seconds, with a ``delay_match`` predicate on method and path) slows the
-matching requests down before they are forwarded, and ``on_request`` sees every request first.
+through; ``fault_match`` (method, path) limits the faults to some requests. ``delay`` (seconds,
+with a ``delay_match`` predicate on method and path, and ``delay_min_bytes``: only requests whose
+body is at least that long, such as a checkpoint upload on any store) holds the matching requests
+before they are forwarded; ``held`` is set whenever one is being held. ``on_request`` sees every
+request first.
 Host headers are forwarded unchanged, so URLs the emulator builds (resumable upload sessions)
 point back at the proxy. No TLS.
 """
@@ -51,12 +54,14 @@ class FaultProxy:
                  max_in_row: int = 2, delay: float = 0.0,
                  delay_match: Callable[[str, str], bool] | None = None,
                  on_request: Callable[[str, str], None] | None = None,
-                 fault_match: Callable[[str, str], bool] | None = None) -> None:
+                 fault_match: Callable[[str, str], bool] | None = None, delay_min_bytes: int = 0) -> None:
         parsed = urlparse(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.rate, self.faults, self.max_in_row = rate, faults, max_in_row
         self.delay, self.delay_match, self.on_request = delay, delay_match, on_request
         self.fault_match = fault_match
+        self.delay_min_bytes = delay_min_bytes
+        self.held = threading.Event()
         self.injected: Counter[str] = Counter()
         self.requests = 0
         self._rng = random.Random(seed)
@@ -157,7 +162,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("500", "502", "503", "429", "slowdown"):
             self._error(fault)
             return
-        if proxy.delay and (proxy.delay_match is None or proxy.delay_match(self.command, self.path)):
+        if proxy.delay and (proxy.delay_match is None or proxy.delay_match(self.command, self.path)) \
+                and len(body) >= proxy.delay_min_bytes:
+            proxy.held.set()
             time.sleep(proxy.delay)
         try:
             status, reason, headers, payload = self._forward(body)

@@ -17,7 +17,8 @@ from benchmarks.faults import REGISTRY, FaultContext, run_group
 
 EMULATOR_FIXTURE = {"s3": "moto_server", "gs": "gcs_emulator", "az": "azurite"}
 #: Groups of other files (e.g. the watcher's) have their own pytest tests; these are this file's.
-MINE = ("sigkill-writer", "sigkill-task", "store-faults", "disk-full", "notice-during-persist", "metadata-faults")
+MINE = ("sigkill-writer", "sigkill-task", "store-faults", "disk-full", "notice-during-upload", "exec-torn-saves",
+        "metadata-faults")
 
 
 @pytest.mark.parametrize("name,target", [(n, t) for n, t in REGISTRY if n in MINE], ids=lambda v: v)

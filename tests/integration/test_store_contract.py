@@ -28,7 +28,6 @@ import torch
 from runner.errors import ConfigError, StoreError
 from runner.stores import open_store
 from runner.stores.base import Store
-from runner.stores.cloud import RetryPolicy
 from runner.task import checkpoint as ck
 from runner.task import manifest as mf
 
@@ -36,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["file", "s3", "gs", "az"]
 CLOUD_KINDS = ["s3", "gs", "az"]
 EMULATOR_FIXTURE = {"s3": "moto_server", "gs": "gcs_emulator", "az": "azurite"}
-FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_wait=0.05)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -300,65 +298,42 @@ def test_a_commit_interrupted_anywhere_leaves_the_previous_step_loadable(store: 
     assert all(any(k.endswith("/MANIFEST.json") for k in keys) for keys in mf.list_steps(store).steps.values())
 
 
-# -- errors: transient ones retried, permanent ones one line ------------------------------------
-def _flaky(kind: str, store: Store, monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
-    """Make the store's next ``failures`` reads fail the way its service fails when overloaded."""
-    calls: list[int] = []
-    if kind == "s3":
-        from botocore.awsrequest import AWSResponse
+# -- errors: transient ones retried (by the SDK, each request alone), permanent ones one line ------
+def _through_proxy(request: pytest.FixtureRequest, kind: str, **faults: Any) -> Any:
+    """A FaultProxy in front of the ``kind`` emulator, with this test's environment pointed at it."""
+    from tests.faults.proxy import FaultProxy
+    from tests.faults.servers import env_for
 
-        class Body:
-            def stream(self, **_: Any) -> Iterator[bytes]:
-                yield b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-
-        def before_send(request: Any, **_: Any) -> Any:
-            calls.append(1)
-            return AWSResponse(request.url, 503, {}, Body()) if len(calls) <= failures else None
-
-        store.client.meta.events.register("before-send.s3", before_send)  # type: ignore[attr-defined]
-    elif kind == "gs":
-        import google.api_core.exceptions as gexc
-        from google.cloud.storage import Blob
-
-        original = Blob.download_to_file
-
-        def download(self: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(1)
-            if len(calls) <= failures:
-                raise gexc.ServiceUnavailable("injected: backend unavailable")
-            return original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Blob, "download_to_file", download)
-    else:
-        import azure.core.exceptions as aexc
-        from azure.storage.blob import ContainerClient
-
-        original_az = ContainerClient.download_blob
-
-        def download_blob(self: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(1)
-            if len(calls) <= failures:
-                raise aexc.ServiceResponseError("injected: connection reset by peer")
-            return original_az(self, *args, **kwargs)
-
-        monkeypatch.setattr(ContainerClient, "download_blob", download_blob)
-    return calls
+    proxy = FaultProxy(request.getfixturevalue(EMULATOR_FIXTURE[kind]).url, **faults).start()
+    request.addfinalizer(proxy.stop)
+    mp = pytest.MonkeyPatch()
+    request.addfinalizer(mp.undo)
+    for name, value in env_for(kind, proxy.url).items():
+        mp.setenv(name, value)
+    return proxy
 
 
-def test_transient_errors_are_retried(cloud_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_errors_are_retried(cloud_uri: str, request: pytest.FixtureRequest) -> None:
+    """Two 503s in a row on a read are absorbed by the SDK's retries; a request failing every attempt
+    gives up after ATTEMPTS tries with one line (StoreUnavailable), within a few seconds."""
+    from runner.stores.base import StoreUnavailable
+    from runner.stores.cloud import ATTEMPTS
+
+    kind = cloud_uri.split(":")[0]
+    open_store(cloud_uri).write_bytes("k", b"value")
+    is_get = lambda method, path: method == "GET" and path.split("?")[0].endswith(("/k", "%2Fk"))  # noqa: E731
+    proxy = _through_proxy(request, kind, rate=1.0, faults=("503",), max_in_row=2, fault_match=is_get)
     store = open_store(cloud_uri)
-    store.retry = FAST_RETRY  # type: ignore[attr-defined]
-    store.write_bytes("k", b"value")
-    calls = _flaky(cloud_uri.split(":")[0], store, monkeypatch, failures=2)
     assert store.read_bytes("k") == b"value"
-    assert len(calls) == 3
-    calls.clear()
-    calls_before = len(calls)
-    monkeypatch.setattr(store, "retry", RetryPolicy(attempts=2, initial=0.01, max_wait=0.05))
-    with pytest.raises(StoreError, match="failed 2 times.*retry later") as info:
-        store.read_bytes("k")  # fails twice again: the two attempts are used up
-    assert len(calls) - calls_before == 2
+    assert proxy.injected["503"] == 2
+    proxy.max_in_row = 10 ** 6  # every try fails now
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="failed after .*unreachable or overloaded; retry later") as info:
+        store.read_bytes("k")
     assert_one_line(info.value)
+    if kind != "gs":  # GCS retries for a time (RETRY_S), not a count
+        assert proxy.injected["503"] == 2 + ATTEMPTS
+    assert time.monotonic() - started < 15
 
 
 def test_missing_bucket_is_one_line_naming_it(cloud_uri: str) -> None:
@@ -387,7 +362,6 @@ def test_access_denied_is_not_retried_and_names_the_credentials_chain(moto_serve
         return AWSResponse(request.url, 403, {}, Body())
 
     store = open_store("s3://anything/p")
-    store.retry = FAST_RETRY  # type: ignore[attr-defined]
     store.client.meta.events.register("before-send.s3", deny)  # type: ignore[attr-defined]
     with pytest.raises(StoreError, match="refused.*AccessDenied.*check the credentials.*default chain") as info:
         store.list()
@@ -407,8 +381,7 @@ def test_unreachable_endpoint_gives_up_with_one_line(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     store = open_store("s3://bucket/p")
-    store.retry = FAST_RETRY  # type: ignore[attr-defined]
-    with pytest.raises(StoreError, match="failed 3 times.*retry later") as info:
+    with pytest.raises(StoreError, match="failed after 4 attempts.*retry later") as info:
         store.read_bytes("k")
     assert_one_line(info.value)
 
