@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -51,6 +53,7 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
     env.filters.update(money=format_money, dur=_dur, pct=_pct, num=_num, when=_when, since=_since)
     env.globals.update(interval_ms=int(interval * 1000), csrf=csrf, actions=available_actions)
     stats: Counter[str] = Counter()
+    flashes: dict[str, dict[str, Any]] = {}  # the answer to an action, shown once on the page it redirects to
 
     def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         return templates.TemplateResponse(request, name, context, status_code=status)
@@ -72,9 +75,8 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
         page = dashboard.job(request.path_params["job_id"])
         if page is None:
             return render(request, "missing.html", {"job_id": request.path_params["job_id"]}, 404)
-        done = request.query_params.get("done")
-        return render(request, "job.html", {"p": page, "done": done if done in ACTIONS else None,
-                                            "error": None})
+        flash = flashes.pop(request.query_params.get("flash") or "", None)
+        return render(request, "job.html", {"p": page, "flash": flash})
 
     def job_fragment(request: Request) -> Response:
         stats["job_update"] += 1
@@ -109,13 +111,17 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
             return PlainTextResponse(f"unknown action {name!r}\n", status_code=404)
         stats[f"action_{name}"] += 1
         try:
-            await run_in_threadpool(run_action, dashboard.view.path, name, job_id)
+            message = await run_in_threadpool(run_action, dashboard.view.path, name, job_id)
         except RunnerError as exc:
             page = await run_in_threadpool(dashboard.job, job_id)
             if page is None:
                 return PlainTextResponse(f"{scrub_text(str(exc))}\n", status_code=404)
-            return render(request, "job.html", {"p": page, "done": None, "error": scrub_text(str(exc))}, 409)
-        return RedirectResponse(f"/jobs/{job_id}?done={name}", status_code=303)
+            return render(request, "job.html", {"p": page, "flash": {"ok": False, "text": scrub_text(str(exc))}}, 409)
+        key = secrets.token_urlsafe(8)
+        flashes[key] = {"ok": True, "text": scrub_text(message), "action": name}
+        while len(flashes) > 100:  # answers nobody came back for
+            flashes.pop(next(iter(flashes)))
+        return RedirectResponse(f"/jobs/{quote(job_id)}?flash={key}", status_code=303)
 
     def healthz(_request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -138,7 +144,8 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
 
 
 def available_actions(state: str) -> list[str]:
-    """The actions :mod:`runner.service` offers that apply to a job in ``state``."""
+    """The actions :mod:`runner.service` offers that apply to a job in ``state`` (cancel again while
+    CANCELLING retries stopping its attempts)."""
     try:
         from runner import service
     except ImportError:
@@ -148,8 +155,9 @@ def available_actions(state: str) -> list[str]:
     return [name for name in ACTIONS if wanted[name] and callable(getattr(service, name, None))]
 
 
-def run_action(ledger_path: Path, name: str, job_id: str) -> None:
-    """Run one of :mod:`runner.service`'s actions on a writable ledger (the only write the dashboard does)."""
+def run_action(ledger_path: Path, name: str, job_id: str) -> str:
+    """Run one of :mod:`runner.service`'s actions on a writable ledger (the only write the dashboard does);
+    return its one line for people."""
     from runner.ledger import Ledger
 
     try:
@@ -160,7 +168,8 @@ def run_action(ledger_path: Path, name: str, job_id: str) -> None:
     if not callable(fn):
         raise RunnerError(f"runner {name} is not available in this version of spot-runner")
     with Ledger(ledger_path) as ledger:
-        fn(ledger, job_id)
+        outcome = fn(ledger, job_id)
+    return str(getattr(outcome, "message", "") or f"{name}: done")
 
 
 def _jsonable(value: Any) -> Any:

@@ -64,8 +64,9 @@ def own_secrets() -> tuple[str, ...]:
 
 def watcher_of(job: Job, lease: Lease | None, now: float) -> dict[str, Any]:
     """Who keeps the job alive: a live lease is a watcher at work; an active job without one has none."""
-    if job.state.is_terminal():
-        return {"state": "done", "text": "-"}
+    active = getattr(job.state, "is_active", None)  # PAUSED: nothing runs, nothing to watch
+    if not (active() if active is not None else not job.state.is_terminal()):
+        return {"state": "done", "text": "-" if job.state.is_terminal() else f"{job.state.value.lower()}: nothing runs"}
     if lease is not None and lease.expires_at > now:
         return {"state": "ok", "text": f"{lease.owner} (lease {lease.expires_at - now:.0f}s left)",
                 "owner": lease.owner}

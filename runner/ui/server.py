@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import secrets
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from runner.errors import RunnerError
 
@@ -77,7 +80,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8770, token: str | None = None
                      interval=interval)
     config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False,
                             server_header=False, timeout_graceful_shutdown=3, lifespan="off")
-    server = uvicorn.Server(config)
+    server = _quiet_exit(uvicorn.Server)(config)
     out(f"runner ui: ledger {dashboard.view.path}, updates every {interval:g}s"
         + ("" if loopback else "; every request needs the token"))
     for url in urls(host, actual, token):
@@ -89,3 +92,20 @@ def serve(*, host: str = "127.0.0.1", port: int = 8770, token: str | None = None
         dashboard.close()
         sock.close()
     return 0
+
+
+def _quiet_exit(base: Any) -> Any:
+    """uvicorn's Server, except that SIGTERM/SIGINT end it with exit 0: uvicorn raises the signal again after
+    its graceful shutdown (so the process dies of it); a service manager should see a clean stop."""
+
+    class Server(base):  # type: ignore[misc, valid-type]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server

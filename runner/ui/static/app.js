@@ -42,7 +42,8 @@ var ENDS = {
   PREEMPTED: { style: "crossRot", color: "#d1495b", radius: 9, label: "preempted" },
   FAILED: { style: "rect", color: "#222222", radius: 6, label: "failed" },
   SUCCEEDED: { style: "star", color: "#2a9d55", radius: 10, label: "succeeded" },
-  CANCELLED: { style: "circle", color: "#555555", radius: 6, label: "cancelled" }
+  CANCELLED: { style: "circle", color: "#555555", radius: 6, label: "cancelled" },
+  HALTED: { style: "rectRot", color: "#7b6fd0", radius: 7, label: "halted" }
 };
 var BUCKETS = ["wait", "startup", "useful", "stall", "lost", "other"];
 
@@ -64,7 +65,7 @@ function timelineConfig(t) {
   var labels = t.lanes.map(function (l) { return l.label + " · " + l.state.toLowerCase(); });
   var bars = BUCKETS.map(function (bucket) {
     return {
-      type: "bar", indexAxis: "y", grouped: false, label: bucket === "wait" ? "waiting for a machine" : t.labels[bucket],
+      type: "bar", indexAxis: "y", grouped: false, order: 1, label: bucket === "wait" ? "waiting for a machine" : t.labels[bucket],
       backgroundColor: t.colors[bucket], borderWidth: 0, barPercentage: bucket === "wait" ? 0.3 : 0.75,
       categoryPercentage: 1.0,
       data: t.lanes.map(function (l) {
@@ -75,22 +76,26 @@ function timelineConfig(t) {
     };
   });
   var marks = [{
-    type: "scatter", label: "checkpoint", pointStyle: "line", rotation: 90, radius: 7, borderWidth: 1.5,
-    borderColor: "#111111", backgroundColor: "#111111",
+    type: "scatter", label: "checkpoint", pointStyle: "line", pointRotation: 90, pointRadius: 8, pointHoverRadius: 9,
+    pointBorderWidth: 1.5, pointBorderColor: "#111111", borderColor: "#111111", backgroundColor: "#111111",
     data: lanePoints(t.lanes, labels, function (l) { return l.checkpoints.map(function (c) { return c[0]; }); })
   }, {
-    type: "scatter", label: "preemption notice", pointStyle: "triangle", rotation: 180, radius: 8,
-    backgroundColor: "#e07b00", borderColor: "#111111",
+    type: "scatter", label: "preemption notice", pointStyle: "triangle", pointRotation: 180, pointRadius: 8,
+    pointHoverRadius: 9, pointBackgroundColor: "#e07b00", pointBorderColor: "#111111", backgroundColor: "#e07b00",
+    borderColor: "#111111",
     data: lanePoints(t.lanes, labels, function (l) { return l.notice ? [l.notice.at] : []; })
   }];
   Object.keys(ENDS).forEach(function (state) {
     var e = ENDS[state];
     marks.push({
-      type: "scatter", label: e.label, pointStyle: e.style, radius: e.radius, borderWidth: 2,
-      backgroundColor: e.color, borderColor: e.color,
+      type: "scatter", label: e.label, pointStyle: e.style, pointRadius: e.radius, pointHoverRadius: e.radius + 1,
+      pointBorderWidth: 2.5, pointBackgroundColor: e.color, pointBorderColor: e.color, backgroundColor: e.color,
+      borderColor: e.color,
       data: lanePoints(t.lanes, labels, function (l) { return l.state === state && l.end !== null ? [l.end] : []; })
     });
   });
+  // Chart.js draws the lowest `order` last, on top: the marks over the bars.
+  marks.forEach(function (m) { m.order = 0; });
   return { labels: labels, datasets: bars.concat(marks) };
 }
 
@@ -153,11 +158,19 @@ function drawTimeline() {
     options: {
       animation: false, responsive: true, maintainAspectRatio: false,
       scales: {
-        x: { type: "linear", min: range.min, max: range.max, title: { display: true, text: "seconds since submission" } },
+        x: { type: "linear", offset: false, min: range.min, max: range.max, ticks: { includeBounds: false },
+             title: { display: true, text: "seconds since submission" } },
         y: { type: "category", labels: lanes.labels, offset: true, grid: { offset: true } }
       },
       plugins: {
-        legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } },
+        legend: { position: "bottom", labels: {
+          boxWidth: 12, usePointStyle: true,
+          sort: function (a, b) { return a.datasetIndex - b.datasetIndex; },
+          // Buckets always; a mark (checkpoint, notice, an end) only when there is one.
+          filter: function (item, data) {
+            var d = data.datasets[item.datasetIndex];
+            return d.type === "bar" || d.data.length > 0;
+          } } },
         tooltip: { callbacks: { label: function (ctx) {
           var raw = ctx.raw;
           if (Array.isArray(raw)) { return ctx.dataset.label + ": " + seconds(raw[1] - raw[0]); }
@@ -171,7 +184,8 @@ function drawTimeline() {
     options: {
       animation: false, responsive: true, maintainAspectRatio: false,
       scales: {
-        x: { type: "linear", min: range.min, max: range.max, title: { display: true, text: "seconds since submission" } },
+        x: { type: "linear", min: range.min, max: range.max, ticks: { includeBounds: false },
+             title: { display: true, text: "seconds since submission" } },
         y: { beginAtZero: true, suggestedMax: t.total_steps ? t.total_steps * 1.08 : undefined,
              title: { display: true, text: "committed step" } }
       },
