@@ -9,7 +9,8 @@ by the service after a week).
 
 Retries: the SDK's, the one retry layer (``runner.stores.cloud``), through the client's
 ``retry_policy``: every request (each block of a blob above ``MAX_SINGLE_PUT``) is retried alone,
-``retry_total=ATTEMPTS - 1`` times, never on the secondary endpoint. The storage SDK's
+``retry_total=ATTEMPTS - 1`` times, never on the secondary endpoint; 429 too (:meth:`Backoff.send`:
+the SDK retries only 408 and 5xx, as Azure Storage throttles with 503). The storage SDK's
 ``ExponentialRetry`` waits ``initial_backoff + increment_base ** n`` (15 s + 3**n by default;
 it never reads ``retry_backoff_factor``, which an earlier version set in vain, so one faulted
 block slept 15-24 s per retry). :class:`Backoff` keeps its options and retry rules but waits
@@ -46,7 +47,33 @@ def _code(exc: BaseException) -> str:
 
 
 class Backoff(ExponentialRetry):
-    """The storage SDK's exponential retry with waits that start small: see the module docstring."""
+    """The storage SDK's exponential retry with waits that start small and 429 retried: see the module docstring."""
+
+    def send(self, request: Any) -> Any:
+        """``StorageRetryPolicy.send``'s loop (the same counters, ``increment`` and ``sleep``), retrying
+        what it retries (a connection error, 408, 5xx but 501 and 505) and also 429 Too Many Requests,
+        which a gateway in front of the account may answer and the SDK's ``is_retry`` does not retry.
+        Left out, unused here: the secondary endpoint, content-checksum and copy-source retries."""
+        settings = self.configure_retries(request)
+        while True:
+            try:
+                response = self.next.send(request)
+            except aexc.ClientAuthenticationError:
+                raise
+            except aexc.AzureError as err:
+                if not self.increment(settings, request=request.http_request, error=err):
+                    raise
+                self.sleep(settings, request.context.transport)
+                continue
+            status = response.http_response.status_code
+            if (status in (408, 429) or (status >= 500 and status not in (501, 505))) and self.increment(
+                    settings, request=request.http_request, response=response.http_response):
+                self.sleep(settings, request.context.transport)
+                continue
+            if settings["history"]:
+                response.context["history"] = settings["history"]
+            response.http_response.location_mode = settings["mode"]
+            return response
 
     def get_backoff_time(self, settings: dict[str, Any]) -> float:
         count = max(1, int(settings["count"]))  # 1 before the first retry
