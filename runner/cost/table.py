@@ -241,8 +241,30 @@ def parse_prices(data: Any, label: str) -> PriceTable:
     return PriceTable([p for _, p in prices.values()], [label])
 
 
+#: Price files already parsed, by (path, modification time, size): every job of `runner status` or
+#: `runner ui` is priced from the same few files, and parsing the shipped YAML costs ~10 ms.
+_PARSED: dict[tuple[str, int, int], PriceTable] = {}
+
+
 def load_price_file(path: str | Path) -> PriceTable:
-    """Read a YAML or JSON price file; errors name the file, the entry and the field."""
+    """Read a YAML or JSON price file (parsed once per version of the file); errors name the file, the
+    entry and the field."""
+    try:
+        st = os.stat(path)
+        key: tuple[str, int, int] | None = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # read_text says what is wrong with it
+    if key is not None and key in _PARSED:
+        return _PARSED[key]
+    table = _load_price_file(path)
+    if key is not None:
+        if len(_PARSED) >= 64:
+            _PARSED.clear()
+        _PARSED[key] = table
+    return table
+
+
+def _load_price_file(path: str | Path) -> PriceTable:
     label = str(path)
     text = read_text(path, PriceError, "price file")
     try:
