@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from rich.table import Table
 from runner.cost.accounting import format_money
 from runner.errors import RunnerError, SpecError
 from runner.ledger import Job, Ledger, data_dir
-from runner.states import AttemptState, JobState
+from runner.states import JobState
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training containers on spot capacity; survive preemptions.")
@@ -59,28 +57,26 @@ def _fmt_s(seconds: float | None) -> str:
 def submit(
     spec_file: Annotated[Path, typer.Argument(help="the job spec (YAML), e.g. jobs/cifar-smoke.yaml")],
     backend: Annotated[Optional[str], typer.Option(help="run on this backend instead of the spec's")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="override a spec setting: --set resources.cpus=4 --set 'args=[--epochs, \"2\"]'")] = None,
     simulate_preemption: Annotated[Optional[str], typer.Option(
         "--simulate-preemption", help="local only: every=20s,notice=5s,mode=mixed[,count=3,seed=1]")] = None,
     detach: Annotated[bool, typer.Option(help="return at once; a background watcher runs the job")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
 ) -> None:
     """Submit a job and, unless --detach, keep it alive until it ends; exit 0 only on success."""
-    from runner.spec import load_spec, parse_simulate_preemption
+    from runner import service
 
     try:
-        overrides: dict[str, Any] = {}
-        if backend is not None:
-            overrides["backend"] = backend
-        if simulate_preemption is not None:
-            overrides["simulate_preemption"] = parse_simulate_preemption(simulate_preemption).model_dump(
-                exclude_none=True)
-        spec = load_spec(spec_file, overrides)
         with _ledger() as ledger:
-            job_id = ledger.create_job(spec, spec_file.resolve())
-        out.print(f"submitted {job_id} ({spec.backend}, checkpoints at {spec.checkpoint_uri_for(0, job_id)})")
+            job_id, spec = service.submit(ledger, spec_file, backend=backend, settings=settings or [],
+                                          simulate_preemption=simulate_preemption)
+        out.print(f"submitted {job_id} ({spec.backend}, checkpoints at {spec.checkpoint_uri_for(0, job_id)})",
+                  markup=False)
         if detach:
-            log_path = _spawn_watcher(job_id, interval)
-            out.print(f"watching in the background (log: {log_path}); follow with `runner status {job_id}`")
+            log_path = service.spawn_watcher(job_id, interval)
+            out.print(f"watching in the background (log: {log_path}); follow with `runner status {job_id}`",
+                      markup=False)
             return
         code = _watch_jobs([job_id], interval)
     except RunnerError as exc:
@@ -88,96 +84,65 @@ def submit(
     raise typer.Exit(code)
 
 
-def _spawn_watcher(job_id: str, interval: float) -> Path:
-    log_path = data_dir() / "watch" / f"{job_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as fh:
-        subprocess.Popen([sys.executable, "-m", "runner.cli", "watch", job_id, "--interval", str(interval)],
-                         stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, env=os.environ.copy())
-    return log_path
+#: `runner submit`/`resume` in the foreground exit with this when the job was halted meanwhile.
+EXIT_PAUSED = 3
+
+
+def _show(event: Any) -> None:
+    out.print(f"{time.strftime('%H:%M:%S')} {event.job_id}: {event.text}", markup=False)
 
 
 def _watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False, *, service: bool = False,
                 health_port: int | None = None, status_file: Path | None = None,
-                lease_ttl: float | None = None) -> int:
+                lease_ttl: float | None = None, timeout: float | None = None) -> int:
     """Run the watcher in the foreground, printing events and progress; return the exit code.
 
-    With ``service`` (``runner watch``): SIGINT stops it like SIGTERM (leases released, exit 0),
-    a pass that fails is reported and retried, and with no job ids it keeps waiting for new jobs.
+    Foreground (``submit``, ``resume``): 0 when every job SUCCEEDED, 3 when one was PAUSED, 1
+    otherwise. ``runner watch`` (``service``): 0 when stopped by a signal, after ``--once``, or when
+    its named jobs have ended.
     """
-    from runner.ledger import LEASE_TTL
+    from runner import service as svc
     from runner.summary import read_progress
-    from runner.watcher import Event, HealthServer, Watcher, write_status
+    from runner.watcher import Event
 
-    def show(event: Event) -> None:
-        out.print(f"{time.strftime('%H:%M:%S')} {event.job_id}: {event.text}", markup=False)
-
-    stop = {"flag": False}
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop["flag"] = True
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
-    previous_int = signal.signal(signal.SIGINT, on_signal) if service else None
     last_progress: dict[str, tuple[Any, ...]] = {}
+
+    def progress(watcher: Any) -> None:
+        for job in watcher.active_jobs():
+            found = read_progress(job) or {}
+            key = (found.get("step"), found.get("attempt"), found.get("state"))
+            if found and key != last_progress.get(job.id):
+                last_progress[job.id] = key
+                _show(Event(job.id, _progress_line(job, found)))
+
+    options = svc.WatchOptions(interval=interval, once=once, service=service, health_port=health_port,
+                               status_file=status_file, lease_ttl=lease_ttl, timeout=timeout)
     with _ledger() as ledger:
-        watcher = Watcher(ledger, job_ids, on_event=show, lease_ttl=lease_ttl or LEASE_TTL)
-        server = HealthServer(watcher, health_port, interval).start() if health_port is not None else None
         if service:
-            out.print(f"watcher {watcher.owner} on {ledger.path}: "
-                      f"{'jobs ' + ', '.join(job_ids) if job_ids else 'every unfinished job'}, "
-                      f"lease {watcher.lease_ttl:g}s" + (f", health {server.url}" if server else "")
+            out.print(f"watcher on {ledger.path}: {'jobs ' + ', '.join(job_ids) if job_ids else 'every unfinished job'}"
+                      + (f", health http://127.0.0.1:{health_port}/healthz" if health_port is not None else "")
                       + (f", status {status_file}" if status_file else ""), markup=False)
         try:
-            while not stop["flag"]:
-                try:
-                    watcher.tick()
-                    watcher.last_error = ""
-                except RunnerError as exc:
-                    if not service or once:
-                        raise
-                    watcher.last_error = str(exc)
-                    err.print(f"error: {exc}; trying again in {interval:g}s", markup=False)
-                if status_file is not None:
-                    write_status(status_file, watcher.health(interval))
-                for job in watcher.active_jobs():
-                    progress = read_progress(job) or {}
-                    key = (progress.get("step"), progress.get("attempt"), progress.get("state"))
-                    if progress and key != last_progress.get(job.id):
-                        last_progress[job.id] = key
-                        show(Event(job.id, _progress_line(job, progress)))
-                if once or (job_ids is not None and not watcher.active_jobs()):
-                    break
-                deadline = time.monotonic() + interval
-                while not stop["flag"] and time.monotonic() < deadline:
-                    time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            why = svc.watch(ledger, job_ids, options, on_event=_show, after_pass=progress)
         except KeyboardInterrupt:
             out.print("watcher stopped; the job goes on. Resume watching with `runner watch`")
             return 130
-        finally:
-            watcher.close()
-            if server is not None:
-                server.stop()
-            if status_file is not None:
-                write_status(status_file, {**watcher.health(interval), "ok": False, "stopped": True})
-            signal.signal(signal.SIGTERM, previous)
-            if previous_int is not None:
-                signal.signal(signal.SIGINT, previous_int)
-        if stop["flag"]:
+        if why == "signal":
             if service:
-                out.print(f"watcher {watcher.owner} stopped; its leases are released", markup=False)
+                out.print("watcher stopped; its leases are released", markup=False)
             return 0
-        if job_ids is None:
+        if service or job_ids is None:
             return 0
         code = 0
         for job_id in job_ids:
             job = ledger.get_job(job_id)
-            if job.state.is_terminal():
+            if job.state.is_terminal() or job.state == JobState.PAUSED:
                 _print_summary(ledger, job)
+            if why == "timeout" and job.state.is_active():
+                out.print(f"{job_id} is still {job.state.value}; a watcher goes on with it", markup=False)
             if job.state != JobState.SUCCEEDED:
-                code = 1
-        return 0 if once else code
+                code = max(code, EXIT_PAUSED if job.state == JobState.PAUSED else 1)
+        return code
 
 
 def _progress_line(job: Job, progress: dict[str, Any]) -> str:
@@ -300,26 +265,73 @@ def logs(
 
 
 @app.command()
-def cancel(job_id: Annotated[str, typer.Argument(help="the job")]) -> None:
-    """Cancel a job: stop its running attempts; it is never resubmitted."""
-    from runner.backends import get_backend
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    wait: Annotated[float, typer.Option(help="seconds to wait for the backend to confirm every attempt stopped")] = 120,
+) -> None:
+    """Cancel a job: stop its attempts (confirmed by the backend), then it is CANCELLED, never resubmitted."""
+    from runner import service
 
     try:
         with _ledger() as ledger:
-            job = ledger.get_job(job_id)
-            if job.state.is_terminal():
-                out.print(f"{job_id} is already {job.state.value}")
-                return
-            ledger.set_job_state(job_id, JobState.CANCELLED, "cancelled by the user")
-            for a in ledger.attempts(job_id):
-                if a.is_open and a.backend_id:
-                    get_backend(a.backend).cancel(a.backend_id)
-                    from runner.states import AttemptStatus
-
-                    ledger.update_attempt(a.id, AttemptStatus(AttemptState.CANCELLED, "cancelled by the user"))
+            outcome = service.cancel(ledger, job_id)
+        out.print(outcome.message, markup=False)
+        if outcome.job.state == JobState.CANCELLING and wait > 0:
+            _watch_jobs([job_id], 2.0, timeout=wait)
+            with _ledger() as ledger:
+                state = ledger.get_job(job_id).state
+            if state != JobState.CANCELLED:
+                raise RunnerError(f"{job_id} is still {state.value}: not every attempt is confirmed stopped; "
+                                  "watchers keep trying, and `runner cancel` again retries now")
+            out.print(f"cancelled {job_id}", markup=False)
     except RunnerError as exc:
         raise _fail(exc) from None
-    out.print(f"cancelled {job_id}")
+
+
+@app.command()
+def halt(
+    job_id: Annotated[str, typer.Argument(help="the job")],
+    wait: Annotated[bool, typer.Option(help="wait until the attempt has committed and stopped (PAUSED)")] = True,
+) -> None:
+    """Pause a job: its running attempt commits a checkpoint and stops, as after a preemption notice."""
+    from runner import service
+
+    try:
+        with _ledger() as ledger:
+            outcome = service.halt(ledger, job_id)
+        out.print(outcome.message, markup=False)
+        if wait and outcome.job.state == JobState.PAUSING:
+            _watch_jobs([job_id], 2.0)
+            with _ledger() as ledger:
+                job = ledger.get_job(job_id)
+            if job.state != JobState.PAUSED:
+                out.print(f"{job_id} is {job.state.value}: {job.message}", markup=False)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def resume(
+    job_id: Annotated[str, typer.Argument(help="a PAUSED job")],
+    detach: Annotated[bool, typer.Option(help="return at once; a background watcher runs the job")] = False,
+    interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+) -> None:
+    """Resume a PAUSED job from its newest checkpoint and, unless --detach, keep it alive until it ends."""
+    from runner import service
+
+    try:
+        with _ledger() as ledger:
+            outcome = service.resume(ledger, job_id)
+        out.print(outcome.message, markup=False)
+        if not outcome.changed or detach:
+            if detach:
+                log_path = service.spawn_watcher(job_id, interval)
+                out.print(f"watching in the background (log: {log_path})", markup=False)
+            return
+        code = _watch_jobs([job_id], interval)
+    except RunnerError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code)
 
 
 @app.command()

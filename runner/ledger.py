@@ -137,6 +137,14 @@ class JobNotFound(LedgerError):
     """No job has this id."""
 
 
+class JobStateChanged(LedgerError):
+    """The job is not in the state the caller expected (another process moved it)."""
+
+
+class JobNotActive(LedgerError):
+    """The job takes no new attempt in its state (ended, paused, being paused or cancelled)."""
+
+
 def local_id() -> str | None:
     """Return ``<boot id>/<pid namespace>``: processes with the same one can see each other's pids."""
     try:
@@ -442,25 +450,21 @@ class Ledger:
         return [_job(r) for r in rows]
 
     def set_job_state(self, job_id: str, state: JobState | str, message: str = "",
-                      owner: str | None = None) -> Job:
-        """Set a job's state and message; return the updated job. With ``owner``, only under its lease."""
+                      owner: str | None = None, expect: Iterable[JobState] | None = None) -> Job:
+        """Set a job's state and message; return the updated job.
+
+        With ``owner``, only under its lease; with ``expect``, only from one of those states (else
+        JobStateChanged: someone else, a ``runner cancel`` say, moved the job meanwhile).
+        """
         with self._write() as db:
-            self._require_job(db, job_id)
+            row = self._require_job(db, job_id)
             self._check_lease(db, job_id, owner)
+            if expect is not None and row["state"] not in {JobState(e).value for e in expect}:
+                raise JobStateChanged(f"job {job_id} is {row['state']} now, not "
+                                      f"{' or '.join(JobState(e).value for e in expect)}")
             db.execute(
                 "UPDATE jobs SET state = ?, message = ?, updated_at = ? WHERE id = ?",
                 (JobState(state).value, message, time.time(), job_id),
-            )
-        return self.get_job(job_id)
-
-    def charge(self, job_id: str, preemption: bool) -> Job:
-        """Count one preemption (or one failure) against the job's budget; return the job."""
-        column = "preemptions_used" if preemption else "failures_used"
-        with self._write() as db:
-            self._require_job(db, job_id)
-            db.execute(
-                f"UPDATE jobs SET {column} = {column} + 1, updated_at = ? WHERE id = ?",
-                (time.time(), job_id),
             )
         return self.get_job(job_id)
 
@@ -500,7 +504,11 @@ class Ledger:
             job = _job(self._require_job(db, job_id))
             self._check_lease(db, job_id, owner)
             if job.state.is_terminal():
-                raise LedgerError(f"job {job_id} is {job.state.value}; submit it again as a new job")
+                raise JobNotActive(f"job {job_id} is {job.state.value}; submit it again as a new job")
+            if job.state in (JobState.PAUSED, JobState.PAUSING, JobState.CANCELLING):
+                raise JobNotActive(f"job {job_id} is {job.state.value}: no new attempt starts"
+                                  + (f"; resume it with `runner resume {job_id}`" if job.state != JobState.CANCELLING
+                                     else ""))
             if not 0 <= array_index < job.array_size:
                 raise LedgerError(
                     f"job {job_id} has array indexes 0..{job.array_size - 1}, not {array_index}"
@@ -570,6 +578,10 @@ class Ledger:
                     attempt_id,
                 ),
             )
+            charged = {AttemptState.PREEMPTED: "preemptions_used", AttemptState.FAILED: "failures_used"}
+            if status.state in charged:  # an attempt ends once: its budget is charged once, here
+                column = charged[status.state]
+                db.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", (row["job_id"],))
             row = self._require_attempt(db, attempt_id)
         return _attempt(row)
 

@@ -19,6 +19,8 @@ class AttemptState(StrEnum):
     FAILED = "FAILED"
     PREEMPTED = "PREEMPTED"
     CANCELLED = "CANCELLED"
+    #: Stopped on the user's request (``runner halt``), its checkpoint committed; charged to no budget.
+    HALTED = "HALTED"
     UNKNOWN = "UNKNOWN"
 
     def is_terminal(self) -> bool:
@@ -30,10 +32,18 @@ class AttemptState(StrEnum):
 
 
 class JobState(StrEnum):
-    """Where a job (all its attempts together) stands."""
+    """Where a job (all its attempts together) stands.
+
+    QUEUED -> RUNNING -> SUCCEEDED | FAILED; ``runner cancel``: CANCELLING -> CANCELLED once the
+    backend confirms every attempt stopped; ``runner halt``: PAUSING -> PAUSED once the running
+    attempt has committed and stopped; ``runner resume``: PAUSED -> QUEUED.
+    """
 
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
+    PAUSING = "PAUSING"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -42,6 +52,10 @@ class JobState(StrEnum):
         """Return True when the job is done, for good or bad."""
         return self in _TERMINAL_JOB
 
+    def is_active(self) -> bool:
+        """Return True when a watcher has something to do for the job (PAUSED and the ended: nothing)."""
+        return self in ACTIVE_JOB
+
 
 _TERMINAL_ATTEMPT = frozenset(
     {
@@ -49,9 +63,12 @@ _TERMINAL_ATTEMPT = frozenset(
         AttemptState.FAILED,
         AttemptState.PREEMPTED,
         AttemptState.CANCELLED,
+        AttemptState.HALTED,
     }
 )
 _TERMINAL_JOB = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+#: The job states a watcher polls and acts on.
+ACTIVE_JOB = (JobState.QUEUED, JobState.RUNNING, JobState.PAUSING, JobState.CANCELLING)
 
 
 @dataclass(frozen=True)

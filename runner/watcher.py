@@ -25,23 +25,19 @@ next pass of another watcher takes the jobs over. So a job is taken over within
 ``lease_ttl + interval`` of its watcher's death.
 
 Health, for a service: :meth:`Watcher.health` (last pass, jobs held, owner id),
-:class:`HealthServer` (``GET /healthz`` on 127.0.0.1, 503 when the last pass is stale) and
-:func:`write_status` (the same JSON, replaced atomically).
+:class:`runner.health.HealthServer` (``GET /healthz`` on 127.0.0.1, 503 when the last pass is stale)
+and :func:`runner.health.write_status` (the same JSON, replaced atomically).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from tenacity import (
@@ -55,9 +51,19 @@ from tenacity import (
 from runner.backends import Backend, Submission, get_backend
 from runner.cost.interval import estimate_from_ledger
 from runner.errors import BackendError, BackendUnavailable, RunnerError, SubmitError
-from runner.ledger import LEASE_TTL, Attempt, AttemptStillOpen, Job, LeaseLost, Ledger
+from runner.ledger import (
+    LEASE_TTL,
+    Attempt,
+    AttemptStillOpen,
+    Job,
+    JobNotActive,
+    JobStateChanged,
+    LeaseLost,
+    Ledger,
+)
+from runner.policy import Move, Stop, as_halted, decide
 from runner.spec import JobSpec, load_spec
-from runner.states import AttemptState, AttemptStatus, JobState
+from runner.states import ACTIVE_JOB, AttemptState, AttemptStatus, JobState
 
 log = logging.getLogger("runner.watcher")
 SIM_PORT = int(os.environ.get("RUNNER_SIM_PORT", "18169"))
@@ -110,7 +116,7 @@ class Watcher:
 
     # -- public ---------------------------------------------------------------------------
     def active_jobs(self) -> list[Job]:
-        jobs = self.ledger.list_jobs([JobState.QUEUED, JobState.RUNNING])
+        jobs = self.ledger.list_jobs(ACTIVE_JOB)
         return [j for j in jobs if self.job_ids is None or j.id in self.job_ids]
 
     def tick(self) -> None:
@@ -128,6 +134,8 @@ class Watcher:
             except LeaseLost as exc:
                 held.discard(job.id)
                 self._emit(job.id, f"lease lost, leaving the job to its holder: {exc}")
+            except JobStateChanged:
+                continue  # moved by a user's halt or cancel meanwhile: decided again next pass
             except RunnerError as exc:
                 self._emit(job.id, f"error: {exc}")
         still = {j.id for j in self.active_jobs()}
@@ -159,13 +167,30 @@ class Watcher:
                 "lease_ttl_s": self.lease_ttl, "last_error": self.last_error}
 
     def run(self, interval: float = 2.0, until_done: bool = True,
-            should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Tick every ``interval`` seconds until no watched job is active (or ``should_stop``)."""
+            should_stop: Callable[[], bool] = lambda: False, *, once: bool = False, keep_going: bool = False,
+            after_pass: Callable[[], None] | None = None) -> None:
+        """Pass every ``interval`` seconds: the one run loop of the CLI, the service, tests and benchmarks.
+
+        Stops when no watched job is active (``until_done``), when ``should_stop()`` says so, or
+        after one pass (``once``). With ``keep_going`` (a service) a pass that fails is kept in
+        ``last_error``, reported, and tried again; otherwise its error propagates.
+        """
         while not should_stop():
-            self.tick()
-            if until_done and not self.active_jobs():
+            try:
+                self.tick()
+                self.last_error = ""
+            except RunnerError as exc:
+                if not keep_going or once:
+                    raise
+                self.last_error = str(exc)
+                self._emit("-", f"error: {exc}; trying again in {interval:g}s")
+            if after_pass is not None:
+                after_pass()
+            if once or (until_done and not self.active_jobs()):
                 return
-            time.sleep(interval)
+            deadline = time.monotonic() + interval
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:
         """Release this watcher's leases (another watcher may take the jobs at once) and stop."""
@@ -216,6 +241,10 @@ class Watcher:
                 self.ledger.update_attempt(attempt.id, status)
             return
         self._warned_unknown.discard(attempt.id)
+        job_state = self.ledger.get_job(attempt.job_id).state if status.state.is_terminal() else None
+        if job_state is not None and as_halted(job_state, status.state):
+            status = AttemptStatus(AttemptState.HALTED, f"halted by the user ({status.reason})", status.exit_code,
+                                   status.started_at, status.ended_at)
         if status.state != attempt.state:
             updated = self.ledger.update_attempt(attempt.id, status)
             text = f"attempt {attempt.number}{self._index(attempt)} {updated.state.value.lower()}"
@@ -240,69 +269,59 @@ class Watcher:
 
     # -- deciding -------------------------------------------------------------------------
     def _advance(self, job: Job) -> None:
-        job = self.ledger.recount(job.id)
+        """Carry out what :func:`runner.policy.decide` says for the job now."""
         attempts = self.ledger.attempts(job.id)
-        latest: dict[int, Attempt] = {}
-        for a in attempts:
-            latest[a.array_index] = a
-        done = 0
-        first = [i for i in range(job.array_size) if i not in latest]
-        if first:
-            self._first_attempts(job, first)
-        for index in range(job.array_size):
-            attempt = latest.get(index)
-            if attempt is None:
-                continue
-            elif attempt.state == AttemptState.SUCCEEDED:
-                done += 1
-            elif attempt.state == AttemptState.PREEMPTED:
-                if job.preemptions_used <= job.preemption_budget:  # the budget counts retries
-                    self._next_attempt(job, index, f"preempted ({job.preemptions_used} of "
-                                                   f"{job.preemption_budget} retries)")
-                else:
-                    self._finish(job, JobState.FAILED, f"preempted {job.preemptions_used} times, more than "
-                                 f"the preemption budget (retries.preemptions = {job.preemption_budget}); "
-                                 "raise it or run on demand (spot: false)")
+        for action in decide(job, attempts, time.time()):
+            if isinstance(action, Move):
+                if action.final:
+                    self._finish(job, action.state, action.message)
                     return
-            elif attempt.state == AttemptState.FAILED:
-                if job.failures_used <= job.failure_budget:
-                    self._next_attempt(job, index, f"failed ({job.failures_used} of "
-                                                   f"{job.failure_budget} retries)")
-                else:
-                    self._finish(job, JobState.FAILED, f"attempt {attempt.number} failed "
-                                 f"({attempt.reason or 'no reason given'}) and the failure budget "
-                                 f"(retries.failures = {job.failure_budget}) is spent; see "
-                                 f"`runner logs {job.id}`")
-                    return
-            elif attempt.state == AttemptState.CANCELLED:
-                self._finish(job, JobState.CANCELLED, "cancelled")
-                return
-            else:  # PENDING, RUNNING, UNKNOWN
-                if attempt.state == AttemptState.RUNNING and job.state == JobState.QUEUED:
-                    job = self.ledger.set_job_state(job.id, JobState.RUNNING, owner=self.owner)
-                if attempt.state == AttemptState.RUNNING:
-                    self._maybe_preempt(job, attempt)
-        if done == job.array_size:
-            self._finish(job, JobState.SUCCEEDED, "all attempts done")
+                job = self.ledger.set_job_state(job.id, action.state, action.message or job.message, owner=self.owner,
+                                                expect=(job.state,))
+                if action.message:
+                    self._emit(job.id, f"job {action.state.value.lower()}: {action.message}")
+            elif isinstance(action, Stop):
+                self._stop(job, action)
+            elif len(action.indexes) > 1 or action.why.startswith("first attempt"):
+                self._first_attempts(job, list(action.indexes), action.why)
+            else:
+                self._next_attempt(job, action.indexes[0], action.why)
+        for attempt in attempts:
+            if attempt.state == AttemptState.RUNNING and job.state == JobState.RUNNING:
+                self._maybe_preempt(job, attempt)
+
+    def _stop(self, job: Job, action: Stop) -> None:
+        """Cancel one attempt on its backend; a failure is said once and tried again next pass."""
+        attempt = self.ledger.get_attempt(action.attempt_id)
+        if attempt.backend_id is None:  # reserved, never submitted (or not yet adopted): nothing runs
+            self.ledger.update_attempt(attempt.id, AttemptStatus(
+                AttemptState.HALTED if job.state == JobState.PAUSING else AttemptState.CANCELLED, action.why))
+            return
+        try:
+            self.backend(attempt.backend).cancel(attempt.backend_id)
+        except BackendError as exc:
+            self._emit_once(attempt.id, job.id, f"attempt {attempt.number} could not be stopped yet ({exc}); "
+                                                "trying again each pass")
+            return
+        self._emit_once(-attempt.id, job.id, f"stopping attempt {attempt.number}: {action.why}")
 
     def _next_attempt(self, job: Job, index: int, why: str) -> None:
         try:
             attempt = self.ledger.reserve_attempt(job.id, index, owner=self.owner)
-        except AttemptStillOpen:
-            return  # another pass (or watcher) got there first
+        except (AttemptStillOpen, JobNotActive):
+            return  # another pass (or watcher) got there first, or the job was halted or cancelled meanwhile
         self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}")
         self._submit(job, attempt)
 
-    def _first_attempts(self, job: Job, indexes: list[int]) -> None:
+    def _first_attempts(self, job: Job, indexes: list[int], why: str) -> None:
         attempts = []
         for index in indexes:
             try:
                 attempts.append(self.ledger.reserve_attempt(job.id, index, owner=self.owner))
-            except AttemptStillOpen:
+            except (AttemptStillOpen, JobNotActive):
                 continue
         if attempts:
-            what = "attempt 1" if job.array_size == 1 else f"{len(attempts)} array children"
-            self._emit(job.id, f"first attempt: starting {what}")
+            self._emit(job.id, why)
             self._submit_all(job, attempts)
 
     def _submit(self, job: Job, attempt: Attempt) -> None:
@@ -350,7 +369,7 @@ class Watcher:
     def _finish(self, job: Job, state: JobState, message: str) -> None:
         if state == JobState.SUCCEEDED:
             self.ledger.set_result(job.id, read_result(job))
-        self.ledger.set_job_state(job.id, state, message, owner=self.owner)
+        self.ledger.set_job_state(job.id, state, message, owner=self.owner, expect=(job.state,))
         self._emit(job.id, f"job {state.value.lower()}: {message}")
 
     def _maybe_preempt(self, job: Job, attempt: Attempt) -> None:
@@ -451,60 +470,3 @@ def read_result(job: Job) -> dict[str, Any]:
         results.append({"checkpoint_uri": uri, "weights_sha256": final.get("weights_sha256"),
                         "metrics": final.get("metrics", {}), "step": final.get("step")})
     return results[0] if job.array_size == 1 else {"children": results}
-
-
-class HealthServer:
-    """Serve ``GET /healthz`` on 127.0.0.1: :meth:`Watcher.health` as JSON, 503 when not ok."""
-
-    def __init__(self, watcher: Watcher, port: int, interval: float = 2.0, host: str = "127.0.0.1") -> None:
-        handler = type("HealthHandler", (_HealthHandler,), {"watcher": watcher, "interval": interval})
-        try:
-            self._server = ThreadingHTTPServer((host, port), handler)
-        except OSError as exc:
-            raise RunnerError(f"cannot serve the health endpoint on {host}:{port}: {exc.strerror or exc}; "
-                              "pick another --health-port") from exc
-        self._server.daemon_threads = True
-        self.url = f"http://{host}:{self._server.server_address[1]}/healthz"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="watch-health", daemon=True)
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-class _HealthHandler(BaseHTTPRequestHandler):
-    watcher: Watcher
-    interval: float
-
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        if self.path.split("?", 1)[0] not in ("/healthz", "/"):
-            code, body = 404, {"error": f"no {self.path}; try GET /healthz"}
-        else:
-            body = self.watcher.health(self.interval)
-            code = 200 if body["ok"] else 503
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: probes every few seconds
-        return
-
-
-def write_status(path: str | Path, health: dict[str, Any]) -> None:
-    """Write ``health`` as JSON to ``path`` atomically (a temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(health, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

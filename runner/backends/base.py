@@ -17,8 +17,9 @@ about it, so that adding one is one module (and, outside this repository, one en
 | ``simulates_preemption`` | whether ``--simulate-preemption`` works here                        |
 | ``extra``              | the pip extra with its SDK                                            |
 
-and two class methods: :meth:`Backend.check_spec` (one more check of a spec, as a field and a
-message) and :meth:`Backend.machine` (the ``cloud, region, type`` its price comes from).
+and class methods: :meth:`Backend.check_spec` (one more check of a spec, as a field and a message),
+:meth:`Backend.preflight` (checks at submit that need this machine: an image, a data folder) and
+:meth:`Backend.machine` (the ``cloud, region, type`` its price comes from).
 
 Provider states stay inside each backend, mapped onto :class:`AttemptState` by one pure function
 per backend, with the provider's words kept in ``AttemptStatus.reason``. A poll that fails
@@ -104,6 +105,13 @@ class Backend(ABC):
             return ("simulate_preemption", f"works on the local backend only; each cloud preempts "
                                            f"{cls.name} jobs for real")
         return None
+
+    @classmethod
+    def preflight(cls, spec: JobSpec) -> None:
+        """Check at ``runner submit``, before the job is recorded, what only this machine can tell.
+
+        Raise a one-line error (SpecError for the spec's own mistakes); the default checks nothing.
+        """
 
     @classmethod
     def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:

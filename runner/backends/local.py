@@ -44,7 +44,7 @@ from requests.exceptions import RequestException
 from runner import contract
 from runner.backends.base import Backend, Submission
 from runner.cost.table import DEFAULT_REGIONS, PriceError, PriceTable, parse_machine
-from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
+from runner.errors import BackendError, BackendUnavailable, SpecError, SubmitError, one_line
 from runner.spec.model import JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
@@ -143,6 +143,32 @@ class LocalBackend(Backend):
             return ("local.imitates", "is needed with local.price_per_hour to know the on-demand price; "
                                       "name the machine, such as imitates: aws:us-east-1:g4dn.xlarge")
         return super().check_spec(spec, chosen)
+
+    @classmethod
+    def preflight(cls, spec: JobSpec) -> None:
+        """The image is on this engine and every ``data:`` folder can be read by the task's user.
+
+        An engine that does not answer is not the spec's fault: the watcher waits for it.
+        """
+        try:
+            client = docker.from_env()
+        except _ENGINE_ERRORS:
+            return
+        try:
+            image = client.api.inspect_image(spec.image)
+        except NotFound:
+            raise SpecError(f"field 'image': {spec.image} is not on this machine's Docker engine; build it "
+                            f"(make image) or pull it (docker pull {spec.image})") from None
+        except _ENGINE_ERRORS:
+            return
+        finally:
+            client.close()
+        user = cls._container_user(str((image.get("Config") or {}).get("User") or ""))
+        for name, folder in spec.local_data().items():
+            try:
+                check_data_folder(name, folder, user)
+            except SubmitError as exc:
+                raise SpecError(str(exc)) from None
 
     @classmethod
     def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:

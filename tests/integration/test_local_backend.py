@@ -315,8 +315,6 @@ def _run_preempted_attempt(ledger: Ledger, job_id: str, backend: LocalBackend, p
         status = backend.poll([backend_id])[backend_id]
         attempt = ledger.update_attempt(attempt.id, status)
         if status.is_terminal():
-            if status.state is AttemptState.PREEMPTED:
-                ledger.charge(job_id, preemption=True)
             return status, actions
         if status.state is AttemptState.RUNNING:
             action = preemptor.step(ledger.get_job(job_id), attempt, spec.simulate_preemption, cloud)

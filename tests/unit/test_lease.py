@@ -18,7 +18,8 @@ from runner.backends.base import Backend, Submission
 from runner.ledger import _SCHEMA, SCHEMA_VERSION, Ledger, LeaseLost, local_id
 from runner.spec import JobSpec, spec_from_dict
 from runner.states import AttemptState, AttemptStatus, JobState
-from runner.watcher import Event, HealthServer, Watcher, new_owner_id, write_status
+from runner.health import HealthServer, write_status
+from runner.watcher import Event, Watcher, new_owner_id
 
 
 def _spec(**extra: Any) -> JobSpec:

@@ -193,17 +193,20 @@ def test_open_attempts(ledger: Ledger) -> None:
     assert [x.id for x in ledger.open_attempts()] == [second.id]
 
 
-def test_budgets_and_result(ledger: Ledger) -> None:
+def test_budgets_are_charged_when_an_attempt_ends_and_result(ledger: Ledger) -> None:
     job_id = ledger.create_job(_spec(retries={"preemptions": 2, "failures": 1}))
-    ledger.charge(job_id, preemption=True)
-    job = ledger.charge(job_id, preemption=False)
+    for state in (AttemptState.PREEMPTED, AttemptState.FAILED, AttemptState.HALTED, AttemptState.CANCELLED):
+        attempt = ledger.reserve_attempt(job_id)
+        ledger.update_attempt(attempt.id, AttemptStatus(state))
+        ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.FAILED))  # ended: never charged twice
+    job = ledger.get_job(job_id)
     assert (job.preemptions_used, job.failures_used, job.preemptions_left, job.failures_left) == (1, 1, 1, 0)
     assert ledger.set_result(job_id, {"test_accuracy": 0.91, "epochs": 2}).result == {
         "test_accuracy": 0.91,
         "epochs": 2,
     }
     with pytest.raises(JobNotFound):
-        ledger.charge("missing", preemption=True)
+        ledger.set_result("missing", {})
 
 
 def test_secret_env_values_are_not_stored(ledger: Ledger) -> None:
@@ -281,7 +284,6 @@ with Ledger(sys.argv[1]) as led:
                 led.record_submitted(a.id, f"b-{a.id}")
                 led.update_attempt(a.id, AttemptStatus(AttemptState.RUNNING, started_at=time.time()))
                 led.update_attempt(a.id, AttemptStatus(AttemptState.PREEMPTED, "notice", exit_code=75))
-                led.charge(job, preemption=True)
             led.reserve_attempt(job, index)
 """
 
@@ -301,15 +303,14 @@ def _check_consistent(path: Path, charges_match: bool = True) -> None:
         "SELECT job_id, array_index FROM attempts GROUP BY job_id, array_index HAVING MAX(number) != COUNT(*)"
     ).fetchall()
     assert gaps == []
-    # The churn charges right after each PREEMPTED update, one transaction each: a kill between
-    # the two leaves at most one uncharged preemption per array index, never a charge without one.
+    # A PREEMPTED update charges the budget in the same transaction: a kill never parts the two.
     for job_id, used in (
         db.execute("SELECT id, preemptions_used FROM jobs").fetchall() if charges_match else []
     ):
         preempted = db.execute(
             "SELECT COUNT(*) FROM attempts WHERE job_id = ? AND state = 'PREEMPTED'", (job_id,)
         ).fetchone()[0]
-        assert preempted - used in (0, 1)
+        assert preempted == used
     db.close()
 
 

@@ -64,7 +64,6 @@ def running_attempt(ledger: Ledger, job_id: str, index: int = 0) -> Attempt:
 
 def end(ledger: Ledger, attempt: Attempt) -> None:
     ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.PREEMPTED, "killed by the preemptor"))
-    ledger.charge(attempt.job_id, preemption=True)
 
 
 def test_parachute_notices_then_kills_after_the_window(ledger: Ledger) -> None:
