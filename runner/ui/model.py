@@ -165,8 +165,8 @@ class Dashboard:
                 "message": scrub_text(job.message, self._secrets), "created_at": job.created_at,
                 "array_size": job.array_size, "terminal": job.state.is_terminal()}
         try:
-            spec = job.spec()
             summary = summarize(job, attempts, read_progress(job))
+            spot = json.loads(job.spec_json).get("spot", True)  # the stored spec (validated by summarize)
         except RunnerError as exc:  # a spec this version cannot read: show the job, say why
             return {**base, "capacity": "?", "attempts": len(attempts), "preemptions": 0, "failures": 0,
                     "wall_s": 0.0, "goodput": None, "step": None, "total_steps": None, "progress": None,
@@ -180,7 +180,7 @@ class Dashboard:
         cost = {k: v for k, v in summary["cost"].items() if k != "attempts"}
         return {**base, **{k: summary[k] for k in ("attempts", "preemptions", "failures", "wall_s", "goodput",
                                                     "step", "total_steps", "useful_s", "lost_s")},
-                "capacity": "spot" if spec.spot else "on-demand", "progress": progress, "cost": cost}
+                "capacity": "spot" if spot else "on-demand", "progress": progress, "cost": cost}
 
     # ------------------------------------------------------------------ one job
 
