@@ -22,7 +22,8 @@ help:
 	@echo "make test       the whole suite; docker tests must run, not skip (RUNNER_REQUIRE_DOCKER=1)"
 	@echo "make test-unit  tests/unit only: no engine, seconds"
 	@echo "make bench      every benchmarks/*.py"
-	@echo "make faults     the full fault table (benchmarks/faults.py; docs/faults.md); QUICK=1 for CI's subset"
+	@echo "make faults     the full fault table (benchmarks/faults.py; docs/faults.md) over SEEDS=3 random seeds;"
+	@echo "                QUICK=1 for CI's subset; FAULTS_ARGS='--seed N' replays one"
 	@echo "make clean      caches and build leftovers (keeps $(VENV), the wheelhouse and the images)"
 	@echo "make distclean  clean, plus $(VENV), .cache (wheelhouse) and the localhost/runner-* images"
 
@@ -79,7 +80,7 @@ bench: install
 
 # The fault-injection table: trials and losses per case; fails on any loss.
 faults: install
-	$(VENV)/bin/python benchmarks/faults.py $(if $(filter 1,$(QUICK)),--quick) $(FAULTS_ARGS)
+	$(VENV)/bin/python benchmarks/faults.py $(if $(filter 1,$(QUICK)),--quick) $(if $(SEEDS),--seeds $(SEEDS)) $(FAULTS_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist .cache/base-context
