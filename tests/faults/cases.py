@@ -151,7 +151,7 @@ def _sigkill_row(case: str, base_uri: str, trials: int, rng: Any, sizes: list[in
 def sigkill_writer(ctx: FaultContext) -> list[Row]:
     """SIGKILL a process that commits steps, at random instants (mid-persist, mid-upload)."""
     rows = [_sigkill_row("sigkill mid-persist, file://", f"file://{ctx.workdir}/sigkill-file",
-                         30 if ctx.quick else 100, ctx.rng("sigkill-file"), [200_000, 1_000_000], (0.0, 0.3))]
+                         30 if ctx.quick else 150, ctx.rng("sigkill-file"), [200_000, 1_000_000], (0.0, 0.3))]
     for kind in CLOUDS:
         server = ctx.emulator(kind)
         bucket = create_bucket(kind, server.env)
@@ -191,7 +191,7 @@ def sigkill_task(ctx: FaultContext) -> list[Row]:
     """SIGKILL the CIFAR task again and again (half the kills just after a checkpoint hand-off, so
     inside the forked writer's persist); each next attempt must resume from the newest committed step,
     and the last one must end with the uninterrupted run's weights."""
-    kills = 5 if ctx.quick else 20
+    kills = 5 if ctx.quick else 12
     args = [*SMALL_CIFAR]
     args[args.index("--epochs") + 1] = "2" if ctx.quick else "4"
     rng = ctx.rng("sigkill-task")
@@ -247,7 +247,7 @@ def store_faults(ctx: FaultContext) -> list[Row]:
     """5xx, 429, SlowDown, resets, truncated bodies and late 500s on every request to each emulator,
     with the stores' own retry settings (the SDKs', as shipped): every store call and commit is timed."""
     rows = []
-    trials = 4 if ctx.quick else 20
+    trials = 4 if ctx.quick else 16
     for kind in CLOUDS:
         server = ctx.emulator(kind)
         bucket = create_bucket(kind, server.env)

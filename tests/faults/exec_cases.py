@@ -160,5 +160,5 @@ def exec_torn_saves(ctx: FaultContext) -> list[Row]:
     """Notices inside a non-atomic save, and SIGKILLs, under runner exec: nothing torn committed, exact weights."""
     expected = reference(ctx.workdir)
     rng = ctx.rng("exec-torn-saves")
-    trials = 2 if ctx.quick else 6
+    trials = 2 if ctx.quick else 5
     return [_job(ctx, "notice", trials, rng, expected), _job(ctx, "kill", trials, rng, expected)]

@@ -156,7 +156,7 @@ def notice_during_upload(ctx: FaultContext) -> list[Row]:
     quick_hung = rng.choice([*CLOUDS, "file"])
     for kind in (*CLOUDS, "file"):
         tally = Tally(f"notice while a checkpoint uploads, {kind}://")
-        normal, hung = (1, int(kind == quick_hung)) if ctx.quick else (4, 2)
+        normal, hung = (1, int(kind == quick_hung)) if ctx.quick else (3, 1)
         for trial in range(normal + hung):
             try:
                 _trial(ctx, tally, kind, trial, trial >= normal, rng)

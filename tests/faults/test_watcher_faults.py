@@ -107,7 +107,7 @@ def watcher_kills(ctx: Any, kills_wanted: int | None = None) -> list[tuple[str, 
         from benchmarks.faults import CaseUnavailable
 
         raise CaseUnavailable(f"needs the Docker engine and localhost/runner-cifar:latest ({type(exc).__name__})") from exc
-    wanted = kills_wanted or (6 if ctx.quick else 24)
+    wanted = kills_wanted or (6 if ctx.quick else 12)
     rng = ctx.rng("watcher-kills")
     home = Path(ctx.workdir) / "watcher-kills"
     home.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,122 @@ def test_options():
                                                                       "RUNNER_NOTICE_SIGNAL": "SIGUSR1"})
     assert opts.folder == Path("/w") and opts.signal == signal.SIGUSR1
     assert exit_code_of(-9) == 137 and exit_code_of(3) == 3
+
+
+# A child that saves a big file slowly, in place (emptied first, then written in pieces), and dies
+# of SIGTERM like a script without a handler; it prints when each save starts and ends.
+SLOW_SAVER = r'''
+import os, sys, time
+folder = os.environ["RUNNER_SYNC_DIR"]
+path = os.path.join(folder, "state.json")
+n = int(open(path).read().split(",")[0][1:]) if os.path.exists(path) else 0
+print("start", n, flush=True)
+while True:
+    n += 1
+    with open(path, "w") as fh:  # non-atomic: the old content is gone from here on
+        print("saving", n, flush=True)
+        fh.write("[%d" % n)
+        for _ in range(10):
+            fh.flush()
+            time.sleep(float(sys.argv[1]))
+            fh.write(", 0" * 20000)
+        fh.write("]")
+    print("saved", n, flush=True)
+    time.sleep(float(sys.argv[2]))
+'''
+
+
+def _exec(tmp: Path, child: list[str], attempt: int = 1, **env_extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    env.update({"RUNNER_CHECKPOINT_URI": f"file://{tmp / 'store'}", "RUNNER_NOTICE": "none",
+                "RUNNER_ATTEMPT": str(attempt), "RUNNER_HALT_FILE": str(tmp / "halt.txt"), "PYTHONPATH": str(ROOT),
+                **env_extra})
+    return subprocess.Popen([sys.executable, "-m", "runner.exec", "--dir", str(tmp / f"work{attempt}"), "--settle",
+                             "0.2", "--", *child], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _restored(tmp: Path, name: str) -> Path:
+    from runner.exec.sync import FolderSync
+    from runner.stores import open_store
+
+    sync = FolderSync(open_store(f"file://{tmp / 'store'}"), tmp / name)
+    sync.restore()
+    return sync.folder
+
+
+def test_a_notice_inside_a_save_lets_the_save_finish_before_the_signal(tmp_path):
+    proc = _exec(tmp_path, [sys.executable, "-c", SLOW_SAVER, "0.1", "0.3"])
+    assert proc.stdout is not None
+    while not proc.stdout.readline().startswith("saving 2"):
+        pass
+    proc.send_signal(signal.SIGTERM)  # inside save 2: the file is half written
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "saved 2" in out and "letting the save finish before the signal" in err
+    doc = json.loads((_restored(tmp_path, "check") / "state.json").read_text())
+    assert doc[0] == 2 and len(doc) == 1 + 10 * 20000  # save 2, whole
+
+
+def test_a_notice_whose_window_ends_inside_a_save_keeps_the_last_whole_version(tmp_path):
+    """A save longer than the window: the child is signalled, then killed; the torn file is not committed."""
+    proc = _exec(tmp_path, [sys.executable, "-c", SLOW_SAVER, "1.0", "2.5"], RUNNER_NOTICE_WINDOW="6")
+    assert proc.stdout is not None
+    while not proc.stdout.readline().startswith("saving 2"):
+        pass
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert time.monotonic() - started < 6  # inside the window
+    assert "saved 2" not in out and "not committing state.json" in err
+    doc = json.loads((_restored(tmp_path, "check") / "state.json").read_text())
+    assert doc[0] == 1  # the last whole version
+
+
+def test_a_command_failing_right_after_a_restore_falls_back_to_the_snapshot_before(tmp_path):
+    # Attempt 1 saves twice ("good" then "poison"); attempt 2 restores "poison", dies on it, commits
+    # nothing new; attempt 3 restores "good" and finishes.
+    script = r'''
+import os, sys, time
+folder = os.environ["RUNNER_SYNC_DIR"]
+path = os.path.join(folder, "data.txt")
+if os.path.exists(path) and open(path).read() == "poison":
+    sys.exit("cannot read my own checkpoint")
+if sys.argv[1] == "save":
+    for text in ("good", "poison"):
+        open(path + ".tmp", "w").write(text); os.replace(path + ".tmp", path)
+        time.sleep(1.5)
+'''
+    assert _exec(tmp_path, [sys.executable, "-c", script, "save"], attempt=1).wait(60) == 0
+    second = _exec(tmp_path, [sys.executable, "-c", script, "run"], attempt=2)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 1 and "the next attempt restores the step before it" in err
+    third = _exec(tmp_path, [sys.executable, "-c", script, "run"], attempt=3)
+    _, err = third.communicate(timeout=60)
+    assert third.returncode == 0, err
+    assert (tmp_path / "work3" / "data.txt").read_text() == "good"
+
+
+def test_a_final_sync_that_cannot_finish_in_the_window_exits_75_and_says_what_is_lost(tmp_path):
+    slowdisk = ROOT / "tests" / "faults" / "slowdisk"
+    control = tmp_path / "delay"
+    control.write_text("0")
+    child = [sys.executable, "-c", "import os, sys, time\n"
+             "p = os.path.join(os.environ['RUNNER_SYNC_DIR'], 'big.bin')\n"
+             "open(p + '.tmp', 'wb').write(os.urandom(200000)); os.replace(p + '.tmp', p)\n"
+             "print('saved', flush=True); time.sleep(3)\n"
+             "open(p + '.tmp', 'wb').write(os.urandom(200000)); os.replace(p + '.tmp', p)\n"
+             "print('saved again', flush=True); time.sleep(60)"]
+    proc = _exec(tmp_path, child, RUNNER_NOTICE_WINDOW="5", PYTHONPATH=f"{slowdisk}:{ROOT}",
+                 RUNNER_TEST_SLOW_DISK=f"{tmp_path / 'store'}:{control}")
+    assert proc.stdout is not None
+    while not proc.stdout.readline().startswith("saved again"):
+        pass
+    control.write_text("60")  # the disk under the store hangs now
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert time.monotonic() - started < 5
+    assert "did not finish before the notice window ends" in err and "restores step 1" in err
