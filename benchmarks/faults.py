@@ -2,8 +2,8 @@
 
     python benchmarks/faults.py [--quick] [--only CASE] [--skip CASE] [--seeds N | --seed S ...] [--markdown]
 
-Runs every registered fault case once per seed (``--seeds N`` random seeds, default 3, or the
-``--seed`` values given; each seed's table is printed as it ends) and prints the table over all
+Runs every registered fault case once per seed (the ``--seed`` values given and ``--seeds N``
+random ones; 3 random seeds when none is given; each seed's table is printed as it ends) and prints the table over all
 seeds: per case the trials and losses summed, and the spread of what it timed: the longest
 single store call, the longest commit (each seed's longest, as min-max over the seeds), and how
 many commits finished inside a 30 s notice window. A loss is work the runner lost or could
@@ -233,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=[], help="leave out groups whose name contains this")
     parser.add_argument("--seed", type=int, action="append", default=[],
                         help="a seed for every random choice (repeatable; default: --seeds random ones)")
-    parser.add_argument("--seeds", type=int, default=3, help="how many random seeds when no --seed is given (3)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="how many random seeds, besides any --seed (default: 3 when no --seed is given)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--allow-unavailable", action="store_true",
                         help="a case this machine cannot run does not fail the run")
@@ -243,10 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not groups:
         parser.error(f"--only {args.only} / --skip {args.skip} leave no group: use some of "
                      f"{', '.join(n for n, _ in REGISTRY)}")
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
+    random_seeds = args.seeds if args.seeds is not None else (0 if args.seed else 3)
+    if random_seeds < 0 or random_seeds + len(args.seed) < 1:
+        parser.error("--seeds must be at least 1 when no --seed is given")
     logging.getLogger("runner").setLevel(logging.ERROR)  # the cases' expected warnings are not news
-    seeds = args.seed or [random.SystemRandom().randrange(1 << 30) for _ in range(args.seeds)]
+    seeds = [*args.seed, *(random.SystemRandom().randrange(1 << 30) for _ in range(random_seeds))]
     started = time.monotonic()
     tables: list[list[Row]] = []
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp, script_emulators() as emulators:
