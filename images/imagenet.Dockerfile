@@ -17,8 +17,10 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-index --no-deps 
 # A non-root user (uid:gid 1000:1000) owns /workspace and runs the task. Numeric, so a runner
 # started by root can hand a file:// checkpoint folder to it; /workspace is writable by any uid
 # (sticky, like /tmp) for a runner started by another user, which runs the container as itself.
+# /data (same mode) holds the job's data folders: mounted read-only on local, or staged there from
+# an object store by the task itself (the spec's data:).
 RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin runner \
-    && mkdir -p /workspace && chown 1000:1000 /workspace && chmod 1777 /workspace
+    && mkdir -p /workspace /data && chown 1000:1000 /workspace && chmod 1777 /workspace /data
 WORKDIR /workspace
 USER 1000:1000
 LABEL org.opencontainers.image.title="runner-imagenet" \

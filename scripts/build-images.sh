@@ -139,6 +139,9 @@ fill_wheelhouse() {
     step_end "not used (WHEELHOUSE=none)"; return
   fi
   local stamp="$WHEELHOUSE/.complete"
+  if base_up_to_date; then
+    step_end "not needed ($RUNNER_BASE is up to date)"; return
+  fi
   if [ "$FORCE" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(wheelhouse_key)" ]; then
     step_end "complete"; return
   fi
@@ -160,15 +163,30 @@ base_inputs_key() {
   local from_id
   from_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || echo "$BASE_IMAGE")"
   { cat images/base.Dockerfile "$REQUIREMENTS"; echo "$from_id"
-    [ "$WHEELHOUSE" = none ] || cat "$WHEELHOUSE/.complete"; } | sha256sum | cut -c1-16
+    [ "$WHEELHOUSE" = none ] || wheelhouse_key; } | sha256sum | cut -c1-16
+}
+
+# The base is up to date: its label records the inputs it was built from (no wheelhouse needed then).
+base_up_to_date() {
+  [ "$FORCE" = 0 ] && image_exists "$RUNNER_BASE" \
+    && [ "$(image_label "$RUNNER_BASE" org.spot-runner.inputs)" = "$(base_inputs_key)" ]
+}
+
+# What a task, example or control layer is built from: the project's own files (a fresh clone of
+# the same commit has the same key), so an unchanged layer is not rebuilt at all.
+source_key() {
+  { find runner -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum
+    sha256sum pyproject.toml README.md; } | sha256sum | cut -c1-16
+}
+layer_up_to_date() {  # image key
+  [ "$FORCE" = 0 ] && image_exists "$1" && [ "$(image_label "$1" org.spot-runner.inputs)" = "$2" ]
 }
 
 build_runner_base() {
   step_start "3. $RUNNER_BASE"
   local key
   key="$(base_inputs_key)"
-  if [ "$FORCE" = 0 ] && image_exists "$RUNNER_BASE" \
-     && [ "$(image_label "$RUNNER_BASE" org.spot-runner.inputs)" = "$key" ]; then
+  if base_up_to_date; then
     step_end "exists"; return
   fi
   # A context of its own: the Dockerfile, the requirements and the wheelhouse (hard links,
@@ -203,8 +221,11 @@ build_runner_base() {
 CONTROL_REQUIREMENTS="images/control-requirements.txt"
 CONTROL_WHEELHOUSE="$ROOT/.cache/wheelhouse-control"
 build_control() {
-  local image="localhost/runner-control:latest"
+  local image="localhost/runner-control:latest" key
   step_start "4. $image"
+  key="$({ cat images/control.Dockerfile "$CONTROL_REQUIREMENTS"; source_key
+           docker image inspect -f '{{.Id}}' "$BASE_IMAGE" 2>/dev/null; } | sha256sum | cut -c1-16)"
+  if layer_up_to_date "$image" "$key"; then step_end "up to date"; return; fi
   local ctx="$ROOT/.cache/control-context"
   rm -rf "$ctx"
   mkdir -p "$ctx"
@@ -219,7 +240,7 @@ build_control() {
       || { tail -n 30 "$ROOT/.cache/wheelhouse-control.log" >&2; echo "pip download failed" >&2; exit 1; }
     cp -al "$CONTROL_WHEELHOUSE" "$ctx/wheelhouse" 2>/dev/null || cp -a "$CONTROL_WHEELHOUSE" "$ctx/wheelhouse"
   fi
-  local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image")
+  local args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image" --label "org.spot-runner.inputs=$key")
   [ "$FORCE" = 0 ] || args+=(--no-cache)
   docker build "${args[@]}" "$ctx"
   rm -rf "$ctx"
@@ -232,7 +253,8 @@ build_control() {
 
 # ---------------------------------------------------------------------------------------------
 # 4. Thin task layers, from the repository root (.dockerignore keeps the context small).
-#    Always built: the Docker build cache makes an unchanged one take seconds.
+#    Skipped when the image's inputs label matches (a fresh clone of the same commit builds
+#    nothing); otherwise the Docker build cache makes an unchanged step take seconds.
 # Task layers that also install wheels with --no-deps (offline models): task -> requirements.
 # They are fetched once into .cache/wheelhouse-extra/<task> and reach the build as extra-wheels/
 # in a context of their own (.cache/<task>-context), since .dockerignore keeps .cache out.
@@ -255,12 +277,15 @@ extra_context() {
 build_task() {
   local task="$1" image="localhost/runner-$1:latest" ctx=.
   step_start "4. $image"
-  [ -z "${EXTRA_WHEELS[$task]:-}" ] || ctx="$(extra_context "$task")"
-  # The label records which base the layer sits on: `docker image inspect` shows the reuse.
-  local base_id
+  # The labels record which base the layer sits on (`docker image inspect` shows the reuse) and
+  # what it was built from: an image with the same inputs is not built again.
+  local base_id key
   base_id="$(docker image inspect -f '{{.Id}}' "$RUNNER_BASE")"
+  key="$({ cat "images/$task.Dockerfile"; source_key; echo "$base_id ${EXTRA_WHEELS[$task]:-}"; } | sha256sum | cut -c1-16)"
+  if layer_up_to_date "$image" "$key"; then step_end "up to date"; return; fi
+  [ -z "${EXTRA_WHEELS[$task]:-}" ] || ctx="$(extra_context "$task")"
   local args=(-f "images/$task.Dockerfile" --build-arg "BASE=$RUNNER_BASE" -t "$image"
-              --label "org.spot-runner.base=$RUNNER_BASE@$base_id")
+              --label "org.spot-runner.base=$RUNNER_BASE@$base_id" --label "org.spot-runner.inputs=$key")
   [ "$FORCE" = 0 ] || args+=(--no-cache)
   docker build "${args[@]}" "$ctx"
   [ "$ctx" = . ] || rm -rf "$ctx"
@@ -274,6 +299,11 @@ build_example() {
   local name="${1#example-}" image="localhost/runner-$1:latest"
   local ctx="$ROOT/.cache/example-$name-context" wheels="$ROOT/.cache/wheelhouse-extra/example-$name"
   step_start "4. $image"
+  local base_id key
+  base_id="$(docker image inspect -f '{{.Id}}' "$RUNNER_BASE")"
+  key="$({ find "examples/$name" -type f -print0 | sort -z | xargs -0 sha256sum; source_key
+           echo "$base_id ${EXAMPLE_WHEELS[$name]:-}"; } | sha256sum | cut -c1-16)"
+  if layer_up_to_date "$image" "$key"; then step_end "up to date"; return; fi
   rm -rf "$ctx"
   mkdir -p "$ctx/spot-runner" "$ctx/wheels"
   cp -r "examples/$name/." "$ctx/"
@@ -288,9 +318,8 @@ build_example() {
     fi
     cp -al "$wheels/." "$ctx/wheels/" 2>/dev/null || cp -a "$wheels/." "$ctx/wheels/"
   fi
-  local base_id
-  base_id="$(docker image inspect -f '{{.Id}}' "$RUNNER_BASE")"
-  local args=(--build-arg "BASE=$RUNNER_BASE" -t "$image" --label "org.spot-runner.base=$RUNNER_BASE@$base_id")
+  local args=(--build-arg "BASE=$RUNNER_BASE" -t "$image" --label "org.spot-runner.base=$RUNNER_BASE@$base_id"
+              --label "org.spot-runner.inputs=$key")
   [ "$FORCE" = 0 ] || args+=(--no-cache)
   docker build "${args[@]}" "$ctx"
   rm -rf "$ctx"
