@@ -39,7 +39,7 @@ def sniff(path: Path) -> str | None:
             head = fh.read(8)
     except OSError:
         return None
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"

@@ -39,7 +39,15 @@ from typing import Any, BinaryIO
 
 from runner.errors import ConfigError, CorruptCheckpoint
 from runner.exec import formats
-from runner.exec.index import INDEX, PRIVATE_PREFIX, SHA, FileEntry, dump_index, fsync_tree, parse_index
+from runner.exec.index import (
+    INDEX,
+    PRIVATE_PREFIX,
+    SHA,
+    FileEntry,
+    dump_index,
+    fsync_tree,
+    parse_index,
+)
 from runner.exec.openfiles import OpenForWriting
 from runner.stores.base import Store
 from runner.task import manifest as mf

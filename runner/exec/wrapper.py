@@ -38,7 +38,13 @@ from typing import Any
 from runner.contract import NOTICE_FILE, NOTICE_SIGNAL, SYNC_DIR
 from runner.errors import ConfigError, RunnerError
 from runner.exec.openfiles import open_for_writing
-from runner.exec.options import DEFAULT_SIGNAL, ExecOptions, die_with_parent, exit_code_of, parse_signal
+from runner.exec.options import (
+    DEFAULT_SIGNAL,
+    ExecOptions,
+    die_with_parent,
+    exit_code_of,
+    parse_signal,
+)
 from runner.exec.sync import FolderChanged, FolderSync, SyncResult
 from runner.stores import open_store
 from runner.stores.base import DeadlineExceeded, StoreUnavailable
@@ -144,7 +150,7 @@ class _Wrapper:
         """Wait for the child; on a notice let a save in progress finish, signal, kill when only the reserve is left."""
         forwarded: Notice | None = None
         signalled = said_waiting = False
-        kill_at = signal_by = 0.0
+        kill_at = signal_by = end = 0.0
         while child.poll() is None:
             notice = notices.notice
             if notice is not None and forwarded is None:
@@ -174,7 +180,7 @@ class _Wrapper:
                     log.info("sent %s to %s", self.opts.signal.name, self.opts.command[0])
             if forwarded is not None and time.monotonic() >= kill_at:
                 log.warning("%s still runs %.1f s before the window ends: killing it to save the folder in time",
-                            self.opts.command[0], self.commit_by + EXIT_MARGIN_S - time.monotonic())
+                            self.opts.command[0], end - time.monotonic())
                 child.kill()
                 child.wait()
                 break

@@ -29,7 +29,14 @@ import azure.core.exceptions as aexc
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from runner.errors import ConfigError, StoreError
-from runner.stores.cloud import ATTEMPTS, FIRST_BACKOFF_S, MAX_BACKOFF_S, ObjectStore, error_chain, one_line
+from runner.stores.cloud import (
+    ATTEMPTS,
+    FIRST_BACKOFF_S,
+    MAX_BACKOFF_S,
+    ObjectStore,
+    error_chain,
+    one_line,
+)
 from runner.stores.deadline import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 _CONCURRENCY = 4
@@ -83,8 +90,10 @@ class Backoff(ExponentialRetry):
 
 def retry_policy() -> Backoff:
     """The retry policy of every Azure client here."""
-    return Backoff(initial_backoff=FIRST_BACKOFF_S, increment_base=2, retry_total=ATTEMPTS - 1,
-                   retry_to_secondary=False, random_jitter_range=FIRST_BACKOFF_S / 2)
+    options: dict[str, Any] = {"initial_backoff": FIRST_BACKOFF_S, "increment_base": 2,  # int in the SDK's hints
+                               "retry_total": ATTEMPTS - 1, "retry_to_secondary": False,
+                               "random_jitter_range": FIRST_BACKOFF_S / 2}
+    return Backoff(**options)
 
 
 def _service_client() -> Any:

@@ -29,7 +29,14 @@ from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from runner.errors import StoreError
-from runner.stores.cloud import FIRST_BACKOFF_S, MAX_BACKOFF_S, ObjectStore, call_deadline, error_chain, one_line
+from runner.stores.cloud import (
+    FIRST_BACKOFF_S,
+    MAX_BACKOFF_S,
+    ObjectStore,
+    call_deadline,
+    error_chain,
+    one_line,
+)
 from runner.stores.deadline import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
 #: A request still failing after this many seconds of retries fails the call.

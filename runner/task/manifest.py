@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, TypeVar
 
-from runner.contract import FINAL, MANIFEST, RESTORE_FAILED, step_prefix
+from runner.contract import FINAL, MANIFEST, RESTORE_FAILED, step_prefix  # noqa: F401 - FINAL: re-exported
 from runner.errors import CorruptCheckpoint, StoreError
 from runner.stores.base import Store
 

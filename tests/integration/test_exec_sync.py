@@ -20,10 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runner.exec.sync import BLOBS, INDEX, FolderSync, parse_index
 from runner.stores import open_store
 from runner.task import manifest as mf
 from tests.emulators import moto_server  # noqa: F401 - fixture
+from tests.integration.conftest import docker_client, docker_containers  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 30
@@ -157,3 +160,42 @@ def test_sigkill_during_sync_to_s3(tmp_path, moto_server, monkeypatch):  # noqa:
     print(f"s3:// {TRIALS} trials: {summary(outcomes)}")
     assert len(outcomes) == TRIALS
     assert sum(v > 0 for _, v in outcomes) >= TRIALS - 1
+
+
+NONROOT_IMAGE = "localhost/runner-test-exec-nonroot:latest"
+# A user's image, as users write it: the project installed, a non-root USER, and WORKDIR /workspace,
+# which Docker creates owned by root. This tree's runner is mounted over the installed one.
+NONROOT_DOCKERFILE = b"""FROM localhost/runner-example-plain-pytorch:latest
+USER root
+RUN rm -rf /workspace && mkdir /workspace && chown root:root /workspace && chmod 755 /workspace
+WORKDIR /workspace
+USER 1000:1000
+"""
+
+
+@pytest.mark.docker
+def test_a_sync_folder_the_images_user_cannot_create_is_one_line(docker_client, docker_containers):  # noqa: F811
+    import io
+
+    import docker
+
+    try:
+        docker_client.images.get("localhost/runner-example-plain-pytorch:latest")
+    except docker.errors.ImageNotFound:
+        from tests.integration.conftest import _unavailable
+
+        _unavailable("localhost/runner-example-plain-pytorch:latest is missing: make image")
+    docker_client.images.build(fileobj=io.BytesIO(NONROOT_DOCKERFILE), tag=NONROOT_IMAGE, rm=True)
+    container = docker_containers(
+        NONROOT_IMAGE, ["python", "-m", "runner.exec", "--", "python", "train.py", "--steps", "10"],
+        entrypoint=[], environment={"RUNNER_SYNC_DIR": "/workspace/checkpoints", "RUNNER_NOTICE": "none",
+                                    "RUNNER_CHECKPOINT_URI": "file:///tmp/ck", "PYTHONPATH": "/opt/src"},
+        volumes={str(ROOT / "runner"): {"bind": "/opt/src/runner", "mode": "ro"}})
+    code = container.wait(timeout=120)["StatusCode"]
+    logs = container.logs().decode()
+    errors = [line for line in logs.splitlines() if "ERROR" in line]
+    assert code == 2, logs
+    assert "Traceback" not in logs and "PermissionError" not in logs and len(errors) == 1, logs
+    assert "cannot use the sync folder /workspace/checkpoints" in errors[0]
+    assert "uid 1000" in errors[0] and "/workspace is owned by uid 0" in errors[0]
+    assert "RUN mkdir -p /workspace/checkpoints && chown 1000 /workspace/checkpoints" in errors[0]

@@ -321,7 +321,9 @@ def test_transient_errors_are_retried(cloud_uri: str, request: pytest.FixtureReq
     from tests.faults.proxy import FAULTS
 
     kind = cloud_uri.split(":")[0]
-    is_k = lambda method, path: method in ("GET", "PUT", "POST") and "k-" in path  # noqa: E731
+    def is_k(method: str, path: str) -> bool:
+        return method in ("GET", "PUT", "POST") and "k-" in path
+
     proxy = _through_proxy(request, kind, rate=1.0, faults=FAULTS, max_in_row=2, fault_match=is_k)
     store = open_store(cloud_uri)
     for fault in FAULTS:

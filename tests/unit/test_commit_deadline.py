@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from runner.stores import open_store
 from runner.stores.base import DeadlineExceeded
 from runner.task import checkpoint as ck
 from runner.task import manifest as mf
 from runner.task.writer import CheckpointWriter
-from runner.stores import open_store
 
 
 def state(step: int) -> dict[str, Any]:

@@ -219,7 +219,7 @@ def _run_as_uid_1000(python: Path, source: Path, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(source),
            "RUNNER_CHECKPOINT_URI": f"file://{store}", "RUNNER_NOTICE": "none"}
     run = subprocess.run([str(python), "-m", "runner.exec", "--dir", str(root_owned / "checkpoints"), "--", "true"],
-                         env=env, capture_output=True, text=True, timeout=60, user=1000, group=1000,
+                         env=env, capture_output=True, text=True, timeout=60, user=1000, group=1000, check=False,
                          extra_groups=[], cwd="/")
     assert run.returncode == 2, run.stderr
     lines = [line for line in run.stderr.splitlines() if "ERROR" in line]

@@ -219,12 +219,12 @@ def test_a_final_sync_that_cannot_finish_in_the_window_exits_75_and_says_what_is
     slowdisk = ROOT / "tests" / "faults" / "slowdisk"
     control = tmp_path / "delay"
     control.write_text("0")
-    child = [sys.executable, "-c", "import os, sys, time\n"
+    child = [sys.executable, "-c", ("import os, sys, time\n"
              "p = os.path.join(os.environ['RUNNER_SYNC_DIR'], 'big.bin')\n"
              "open(p + '.tmp', 'wb').write(os.urandom(200000)); os.replace(p + '.tmp', p)\n"
              "print('saved', flush=True); time.sleep(3)\n"
              "open(p + '.tmp', 'wb').write(os.urandom(200000)); os.replace(p + '.tmp', p)\n"
-             "print('saved again', flush=True); time.sleep(60)"]
+             "print('saved again', flush=True); time.sleep(60)")]
     proc = _exec(tmp_path, child, RUNNER_NOTICE_WINDOW="5", PYTHONPATH=f"{slowdisk}:{ROOT}",
                  RUNNER_TEST_SLOW_DISK=f"{tmp_path / 'store'}:{control}")
     assert proc.stdout is not None

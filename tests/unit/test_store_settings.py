@@ -183,10 +183,10 @@ def test_the_deadline_of_nested_scopes_is_the_earliest() -> None:
 
 def test_a_file_write_past_the_deadline_is_not_renamed_into_place(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}/ck")
-    with pytest.raises(DeadlineExceeded):
-        with store.deadline_at(time.monotonic() + 0.2), store.open_write("a/state.pt") as fh:
-            fh.write(b"x" * 100)
-            time.sleep(0.3)  # a slow disk: the deadline passes while the file is written
+    with pytest.raises(DeadlineExceeded), store.deadline_at(time.monotonic() + 0.2), \
+            store.open_write("a/state.pt") as fh:
+        fh.write(b"x" * 100)
+        time.sleep(0.3)  # a slow disk: the deadline passes while the file is written
     assert store.list() == []
 
 
