@@ -166,7 +166,7 @@ class _Wrapper:
                             "%.1f s before the window ends if it still runs", notice.source, end - time.monotonic(),
                             self.opts.command[0], self.opts.signal.name, end - kill_at)
             if forwarded is not None and not signalled:
-                saving = [rel for rel, w in open_for_writing(self.opts.folder).items() if not w.append]
+                saving = self.sync.saving()  # a log held open for long does not count
                 if saving and time.monotonic() < signal_by:
                     if not said_waiting:
                         said_waiting = True
@@ -187,7 +187,7 @@ class _Wrapper:
             if forwarded is None:
                 notices.wait(0.1)
             else:
-                time.sleep(0.02)
+                time.sleep(0.05)
         return forwarded
 
     def _write_notice_file(self, notice: Notice, left: float | None) -> None:
