@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.faults import REGISTRY, FaultContext, run_group
+from benchmarks.faults import REGISTRY, FaultContext, Row, run_group
 
 EMULATOR_FIXTURE = {"s3": "moto_server", "gs": "gcs_emulator", "az": "azurite"}
 #: Groups of other files (e.g. the watcher's) have their own pytest tests; these are this file's.
@@ -37,3 +37,31 @@ def test_quick_fault_group_loses_nothing(name: str, target: str, request: pytest
     assert all(r.trials > 0 for r in rows), f"seed {seed}: a case ran no trial:\n{table}"
     assert sum(r.losses for r in rows) == 0, f"seed {seed} (rerun: benchmarks/faults.py --quick --seed {seed} " \
                                              f"--only {name}):\n{table}"
+
+
+def toy_case(ctx: FaultContext) -> list[Row]:
+    """A stand-in group for the harness test: its timings depend on the seed."""
+    rng = ctx.rng("toy")
+    call, commit = rng.uniform(0.1, 2.0), rng.uniform(1.0, 40.0)
+    return [Row("toy row", 5, 0, f"seed {ctx.seed}",
+                {"store_call_s": call, "commit_s": commit, "commits": 2, "commits_30s": int(commit < 30) + 1})]
+
+
+def test_make_faults_runs_each_seed_and_reports_the_spread(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import faults
+
+    monkeypatch.setattr(faults, "REGISTRY", [("toy", "tests.faults.test_fault_table:toy_case")])
+    assert faults.main(["--seed", "1", "--seed", "2", "--seeds", "1", "--markdown"]) == 0
+    out, err = capsys.readouterr()
+    per_seed = [Row("toy row", 5, 0, "", toy_case(FaultContext(True, s, Path(".")))[0].stats) for s in (1, 2)]
+    assert "-- seed 1: 5 trials, 0 losses" in err and "-- seed 2: 5 trials, 0 losses" in err
+    header, _, line = out.splitlines()[:3]
+    assert header == ("| case | trials | losses | longest store call (s) | longest commit (s) | commits | "
+                      "inside 30 s | notes |")
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["toy row", "15", "0"] and cells[5] == "6"
+    calls = sorted(r.stats["store_call_s"] for r in per_seed)  # type: ignore[index]
+    low, high = cells[3].split("-") if "-" in cells[3] else (cells[3], cells[3])
+    assert float(high) >= round(calls[-1], 2) and float(low) <= round(calls[0], 2) + 0.01
+    assert "3 seed(s) 1, 2, " in out and "15 trials, 0 losses" in out
