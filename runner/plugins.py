@@ -6,6 +6,7 @@
 | aws    | runner.backends.aws_batch:AwsBatchBackend   | AWS Batch, spot compute environment  |
 | gcp    | runner.backends.gcp_batch:GcpBatchBackend   | Google Cloud Batch, SPOT VMs         |
 | azure  | runner.backends.azure_batch:AzureBatchBackend | Azure Batch, low-priority nodes    |
+| slurm  | runner.backends.slurm:SlurmBackend          | a Slurm cluster (here or over SSH)   |
 
 A backend is one module holding one :class:`runner.backends.base.Backend` subclass that declares
 everything the rest of the runner needs to know about it (its spec section, checkpoint schemes,
@@ -42,6 +43,7 @@ BUILTIN: dict[str, str] = {
     "aws": "runner.backends.aws_batch:AwsBatchBackend",
     "gcp": "runner.backends.gcp_batch:GcpBatchBackend",
     "azure": "runner.backends.azure_batch:AzureBatchBackend",
+    "slurm": "runner.backends.slurm:SlurmBackend",
 }
 
 
