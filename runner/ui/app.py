@@ -51,7 +51,8 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
     env.filters.update(money=format_money, dur=_dur, pct=_pct, num=_num, when=_when, since=_since)
-    env.globals.update(interval_ms=int(interval * 1000), csrf=csrf, actions=available_actions)
+    env.globals.update(interval_ms=int(interval * 1000), csrf=csrf, actions=available_actions,
+                       all_actions=lambda: available_actions(None))
     stats: Counter[str] = Counter()
     flashes: dict[str, dict[str, Any]] = {}  # the answer to an action, shown once on the page it redirects to
 
@@ -143,15 +144,15 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
     return app
 
 
-def available_actions(state: str) -> list[str]:
-    """The actions :mod:`runner.service` offers that apply to a job in ``state`` (cancel again while
-    CANCELLING retries stopping its attempts)."""
+def available_actions(state: str | None) -> list[str]:
+    """The actions :mod:`runner.service` offers that apply to a job in ``state`` (None: all it offers);
+    cancel again while CANCELLING retries stopping the attempts."""
     try:
         from runner import service
     except ImportError:
         return []
     wanted = {"cancel": state not in ("SUCCEEDED", "FAILED", "CANCELLED"),
-              "halt": state in ("QUEUED", "RUNNING"), "resume": state == "PAUSED"}
+              "halt": state in (None, "QUEUED", "RUNNING"), "resume": state in (None, "PAUSED")}
     return [name for name in ACTIONS if wanted[name] and callable(getattr(service, name, None))]
 
 
@@ -169,7 +170,12 @@ def run_action(ledger_path: Path, name: str, job_id: str) -> str:
         raise RunnerError(f"runner {name} is not available in this version of spot-runner")
     with Ledger(ledger_path) as ledger:
         outcome = fn(ledger, job_id)
-    return str(getattr(outcome, "message", "") or f"{name}: done")
+    message = str(getattr(outcome, "message", "") or f"{name}: done")
+    if name == "resume" and getattr(outcome, "changed", False):
+        # as `runner resume --detach`: a background watcher runs it (a watcher service, if any, shares it by lease)
+        log_path = service.spawn_watcher(job_id, 2.0)
+        message += f"; watching in the background (log: {log_path})"
+    return message
 
 
 def _jsonable(value: Any) -> Any:

@@ -57,14 +57,7 @@ def test_a_preemption_shows_on_the_open_pages_without_reload_and_cancel_stops_th
     wait_js(browser, "document.querySelector('#attempts tbody tr[data-state=\"RUNNING\"]')", timeout=60,
             what="attempt 2 running")
     shoot(browser, screenshots, "job-live")
-    button = browser.find_elements("id", "action-cancel")
-    assert button, "no cancel button: runner.service.cancel is missing"
-    button[0].click()
-    alert = browser.switch_to.alert
-    assert job_id in alert.text
-    alert.accept()
-    wait_js(browser, "location.search.includes('flash=')", what="the answer to the cancel")
-    assert "cancel" in browser.find_element("id", "flash").text.lower()  # runner.service's own line
+    assert "cancel" in click_action(browser, "cancel", job_id).lower()  # runner.service's own line
     wait_js(browser, "document.getElementById('job-state').textContent.trim() === 'cancelled'", timeout=60,
             what="the job CANCELLED on the page")
     assert status_json(job_id, real_ledger.home)["state"] == "CANCELLED"
@@ -73,3 +66,43 @@ def test_a_preemption_shows_on_the_open_pages_without_reload_and_cancel_stops_th
         assert time.monotonic() < deadline, f"still running after the cancel: {[c.name for c in running]}"
         time.sleep(0.5)
     assert not console_errors(browser), console_errors(browser)
+
+
+def click_action(browser: Any, name: str, job_id: str) -> str:
+    """Press an action's button, confirm, and return the answer shown on the page."""
+    button = browser.find_elements("id", f"action-{name}")
+    assert button, f"no {name} button: runner.service.{name} is missing"
+    wait_js(browser, f"!document.querySelector('form[data-action=\"{name}\"]').hidden", timeout=15,
+            what=f"the {name} button shown")
+    button[0].click()
+    alert = browser.switch_to.alert
+    assert job_id in alert.text
+    alert.accept()
+    wait_js(browser, "location.search.includes('flash=')", what=f"the answer to {name}")
+    return browser.find_element("id", "flash").text
+
+
+def test_halt_and_resume_from_the_page(browser: Any, ui_server: Server, real_ledger: RealLedger,
+                                      tmp_path: Path, screenshots: Path) -> None:
+    job_id = submit_detached(smoke_spec(tmp_path, "halt.yaml", epochs=20), real_ledger.home)
+    browser.get(f"{ui_server.url}/jobs/{job_id}")
+    wait_js(browser, "(Chart.getChart('progress')?.data.datasets[0]?.data.length || 0) >= 2", timeout=90,
+            what="attempt 1 training (its first checkpoints)")
+    answer = click_action(browser, "halt", job_id)
+    assert "halt" in answer.lower(), answer
+    wait_js(browser, "document.getElementById('job-state').textContent.trim() === 'paused'", timeout=90,
+            what="the job PAUSED")
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#attempts tbody tr')].map(r => r.dataset.state)") == ["HALTED"]
+    assert status_json(job_id, real_ledger.home)["state"] == "PAUSED"
+    assert not browser.find_element("id", "action-halt").is_displayed()  # a paused job resumes or cancels
+    assert browser.find_element("id", "action-resume").is_displayed()
+    shoot(browser, screenshots, "job-paused")
+
+    answer = click_action(browser, "resume", job_id)
+    assert "resume" in answer.lower(), answer
+    wait_js(browser, "document.querySelector('#attempts tbody tr[data-state=\"RUNNING\"]')", timeout=90,
+            what="attempt 2 running after the resume")
+    assert status_json(job_id, real_ledger.home)["state"] == "RUNNING"
+    click_action(browser, "cancel", job_id)  # done here; the cancel itself is tested above
+    wait_js(browser, "document.getElementById('job-state').textContent.trim() === 'cancelled'", timeout=60)

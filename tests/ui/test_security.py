@@ -89,9 +89,9 @@ def test_cancel_from_the_page_with_the_token(browser: Any, token_server: Server,
     browser.get(f"{token_server.url}/jobs/{job_id}?token={token_server.token}")
     assert "token=" not in browser.current_url  # the token went into a cookie
     wait_js(browser, "window.__runnerUi && window.__runnerUi.updates >= 1", what="a live update with the cookie")
-    button = browser.find_elements("id", "action-cancel")
-    assert button, "no cancel button: runner.service.cancel is missing"
-    button[0].click()
+    assert browser.find_element("id", "action-cancel").is_displayed()
+    assert not browser.find_element("id", "action-resume").is_displayed()  # only for a PAUSED job
+    browser.find_element("id", "action-cancel").click()
     browser.switch_to.alert.accept()
     wait_js(browser, "document.getElementById('job-state').textContent.trim() === 'cancelled'",
             what="the job cancelled")

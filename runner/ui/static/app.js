@@ -35,8 +35,18 @@ document.addEventListener("htmx:afterRequest", function (event) {
 document.addEventListener("htmx:sendError", function () { setConn(false, "disconnected, retrying"); });
 document.addEventListener("htmx:afterSwap", function (event) {
   window.__runnerUi.updates += 1;
-  if (event.detail.target && event.detail.target.id === "live") { drawTimeline(); }
+  if (event.detail.target && event.detail.target.id === "live") { drawTimeline(); showActions(); }
 });
+
+// The action buttons live outside the swapped part; show those the newest state allows.
+function showActions() {
+  var state = document.getElementById("job-state");
+  if (!state) { return; }
+  var allowed = (state.dataset.actions || "").split(" ");
+  document.querySelectorAll("#actions form[data-action]").forEach(function (form) {
+    form.hidden = allowed.indexOf(form.dataset.action) < 0;
+  });
+}
 
 var ENDS = {
   PREEMPTED: { style: "crossRot", color: "#d1495b", radius: 9, label: "preempted" },
