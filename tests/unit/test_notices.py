@@ -6,6 +6,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -252,8 +253,9 @@ def test_absent_service_in_auto_mode_is_quiet(caplog: pytest.LogCaptureFixture) 
         time.sleep(0.8)
         assert watcher.notice is None
     assert not warnings_of(caplog)
-    quiet = [r for r in caplog.records if "not polling it" in r.getMessage()]
-    assert sorted(r.getMessage().split()[1] for r in quiet) == ["aws", "azure", "gcp"]
+    quiet = [r.getMessage() for r in caplog.records if "not polling it" in r.getMessage()]
+    assert sorted(re.match(r"no (.+?) metadata service", m).group(1) for m in quiet) == [  # type: ignore[union-attr]
+        "aws", "azure", "gcp maintenance-event", "gcp preempted"]
 
 
 class _BadHandler(BaseHTTPRequestHandler):
@@ -311,9 +313,9 @@ def test_misbehaving_service_never_invents_a_notice(
         server.shutdown()
         server.server_close()
     warned = warnings_of(caplog)
-    by_source = [r.getMessage().split()[0] for r in warned]
-    assert sorted(by_source) == sorted(set(by_source))  # at most one per source
-    assert set(by_source) <= set(CLOUDS)  # only the explicit-mode watchers warn
+    by_poller = [r.getMessage().split(" metadata service")[0] for r in warned]
+    assert sorted(by_poller) == sorted(set(by_poller))  # at most one per poller
+    assert {p.split()[0] for p in by_poller} <= set(CLOUDS)  # only the explicit-mode watchers warn
 
 
 def test_events_for_other_azure_vms_are_ignored() -> None:
@@ -437,8 +439,9 @@ def test_simulator_control_api(sim: MetadataSimulator) -> None:
         status, _, body = call(method, f"{sim.url}/_sim/{action}", data=b"" if method == "POST" else None)
         return status, json.loads(body)
 
-    assert control("POST", "configure?cloud=gcp&ns=a") == (200, {
-        "namespace": "a", "cloud": "gcp", "pending": False, "deadline": None, "acknowledged": []})
+    status, state = control("POST", "configure?cloud=gcp&ns=a")
+    assert status == 200 and {k: state[k] for k in ("namespace", "cloud", "pending", "deadline", "acknowledged")} \
+        == {"namespace": "a", "cloud": "gcp", "pending": False, "deadline": None, "acknowledged": []}
     status, state = control("POST", "preempt?cloud=azure&notice=5&ns=a")
     assert status == 200 and state["cloud"] == "azure" and state["pending"]
     assert abs(state["deadline"] - time.time() - 5) < 2
