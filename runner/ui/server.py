@@ -8,6 +8,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -86,12 +87,21 @@ def serve(*, host: str = "127.0.0.1", port: int = 8770, token: str | None = None
     for url in urls(host, actual, token):
         out(f"  {url}")
     sys.stdout.flush()
+    # Account every finished job once in the background, so the first page opened is a warm one.
+    threading.Thread(target=_warm, args=(dashboard,), name="ui-warm", daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
         dashboard.close()
         sock.close()
     return 0
+
+
+def _warm(dashboard: Any) -> None:
+    try:
+        dashboard.overview()
+    except RunnerError:
+        pass  # the page will say it
 
 
 def _quiet_exit(base: Any) -> Any:

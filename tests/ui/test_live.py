@@ -41,6 +41,7 @@ def test_a_preemption_shows_on_the_open_pages_without_reload_and_cancel_stops_th
     ended = next(a["ended_at"] for a in status_json(job_id, real_ledger.home)["attempt_list"]
                  if a["state"] == "PREEMPTED")
     # The watcher polls every second, the page every UPDATE_S: a few seconds at most, even on a busy machine.
+    print(f"runner ui: the preemption showed {seen - ended:.1f}s after the attempt ended")
     assert seen - ended < 10 * UPDATE_S, f"the preemption showed {seen - ended:.1f}s after the attempt ended"
     wait_js(browser, "Chart.getChart('timeline').data.datasets.some(d => d.label === 'preempted' && d.data.length)",
             what="the preemption on the timeline")
