@@ -6,8 +6,8 @@ in a thread) and times `GET /` (the whole overview page, every job accounted and
 warm, and `GET /fragment/overview` (one live update). The baseline, in the same process, is what
 `runner status --json` does for the same ledger (list the jobs, read each one's attempts, account
 each with runner.summary.summarize). Also counts the SQL statements each update costs (sqlite3's
-trace callback): one. Runs pinned to 2 CPUs. Exits 1 if the cold overview (median of --repeat fresh dashboards) takes 1 s
-or more, or an update costs more than one query.
+trace callback): one. Runs pinned to 2 CPUs. Exits 1 if the cold overview (median of --repeat fresh
+dashboards) takes 1 s or more, or an update costs more than one query.
 
     .venv/bin/python benchmarks/ui_overview.py [--jobs 1000] [--attempts 10] [--repeat 5]
 """
@@ -169,7 +169,8 @@ def main() -> int:
     u = statistics.median(t for t, _, _ in updates)
     print(f"baseline (runner status --json, {args.jobs} jobs): median {b * 1000:.0f} ms")
     cold = statistics.median(colds)
-    print(f"GET /  cold (nothing cached yet): median {cold * 1000:.0f} ms (of {', '.join(f'{c * 1000:.0f}' for c in colds)}), "
+    each = ", ".join(f"{c * 1000:.0f}" for c in colds)
+    print(f"GET /  cold (nothing cached yet): median {cold * 1000:.0f} ms (of {each}), "
           f"{cold_q} query, {size / 1e6:.2f} MB of HTML (x{cold / b:.2f} the baseline)")
     print(f"GET /  warm (finished jobs kept): median {w * 1000:.0f} ms, queries {[q for _, q, _ in warm]} "
           f"(x{w / b:.2f} the baseline)")

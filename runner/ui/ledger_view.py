@@ -125,11 +125,11 @@ class LedgerView:
         for row in rows:
             kind = row[0]
             if kind == 0:
-                snap.jobs.append(_job(dict(zip(jobs_cols, row[1:]))))
+                snap.jobs.append(_job(dict(zip(jobs_cols, row[1:1 + len(jobs_cols)], strict=True))))
             elif kind == 1:
-                attempts.append(_attempt(dict(zip(attempt_cols, row[1:]))))
+                attempts.append(_attempt(dict(zip(attempt_cols, row[1:1 + len(attempt_cols)], strict=True))))
             else:
-                lease = Lease(**dict(zip(lease_cols, row[1:])))
+                lease = Lease(**dict(zip(lease_cols, row[1:1 + len(lease_cols)], strict=True)))
                 snap.leases[lease.job_id] = lease
         snap.jobs.sort(key=lambda j: (j.created_at, j.id))
         for a in sorted(attempts, key=lambda a: (a.array_index, a.number)):

@@ -66,7 +66,8 @@ def watcher_of(job: Job, lease: Lease | None, now: float) -> dict[str, Any]:
     """Who keeps the job alive: a live lease is a watcher at work; an active job without one has none."""
     active = getattr(job.state, "is_active", None)  # PAUSED: nothing runs, nothing to watch
     if not (active() if active is not None else not job.state.is_terminal()):
-        return {"state": "done", "text": "-" if job.state.is_terminal() else f"{job.state.value.lower()}: nothing runs"}
+        text = "-" if job.state.is_terminal() else f"{job.state.value.lower()}: nothing runs"
+        return {"state": "done", "text": text}
     if lease is not None and lease.expires_at > now:
         return {"state": "ok", "text": f"{lease.owner} (lease {lease.expires_at - now:.0f}s left)",
                 "owner": lease.owner}
@@ -88,8 +89,8 @@ def watch_status(path: Path | None, now: float) -> dict[str, Any] | None:
         return {"ok": False, "text": f"{path}: no pass yet"}
     age, limit = now - last, float(doc.get("stale_after_s") or 10.0)
     error = doc.get("last_error") or ""
-    return {"ok": age <= limit and not error, "owner": doc.get("owner"), "age_s": round(age, 1),
-            "text": f"{doc.get('owner')}: last pass {age:.0f}s ago" + (f", error: {scrub_text(error)}" if error else "")}
+    text = f"{doc.get('owner')}: last pass {age:.0f}s ago" + (f", error: {scrub_text(error)}" if error else "")
+    return {"ok": age <= limit and not error, "owner": doc.get("owner"), "age_s": round(age, 1), "text": text}
 
 
 @dataclass

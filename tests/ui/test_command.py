@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import ROOT, runner, runner_env
-from tests.integration.conftest import TEST_LABEL, SESSION_ID, remove_labelled
+from tests.integration.conftest import SESSION_ID, TEST_LABEL, remove_labelled
 from tests.ui.conftest import RealLedger, non_local_address
 
 URL = re.compile(r"http://\S+")
@@ -129,6 +129,7 @@ def test_compose_has_a_ui_service_beside_the_watcher() -> None:
     services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     ui, watcher = services["ui"], services["watcher"]
     assert ui["command"] == ["ui"] and ui["image"] == watcher["image"] == "localhost/runner-control:latest"
-    assert ui["profiles"] == watcher["profiles"] and ui["environment"]["RUNNER_HOME"] == watcher["environment"]["RUNNER_HOME"]
+    assert ui["profiles"] == watcher["profiles"]
+    assert ui["environment"]["RUNNER_HOME"] == watcher["environment"]["RUNNER_HOME"]
     assert ui["environment"]["RUNNER_WATCH_STATUS_FILE"] == watcher["environment"]["RUNNER_WATCH_STATUS_FILE"]
     assert os.path.basename(ui["environment"]["RUNNER_WATCH_STATUS_FILE"]) == "watch-status.json"

@@ -51,6 +51,10 @@ def test_a_preemption_shows_on_the_open_pages_without_reload_and_cancel_stops_th
     wait_js(browser, f"document.getElementById('job-{job_id}').dataset.preemptions === '1'", timeout=15,
             what="the preemption on the overview")
     assert browser.execute_script(f"return {NOT_RELOADED}", overview_loaded), "the overview was reloaded"
+    # its detached watcher holds the lease: the overview says so, and counts it among the watchers at work
+    assert browser.execute_script(f"return document.querySelector('#job-{job_id} td.watcher').textContent.trim()") \
+        == "watched"
+    assert int(browser.find_element("css selector", "#watchers b").text) >= 1
     browser.close()  # the overview tab: only one page polls from here on
     browser.switch_to.window(browser.window_handles[0])
 

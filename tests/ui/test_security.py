@@ -41,7 +41,8 @@ def test_a_non_local_address_needs_the_token_on_every_request(token_server: Serv
     job_id = real_ledger.jobs["short"]
     for path in ("/", "/fragment/overview", "/api/overview", f"/jobs/{job_id}", f"/fragment/jobs/{job_id}/logs",
                  "/static/app.js", "/static/vendor/htmx.min.js", "/healthz", "/no-such-page"):
-        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Cookie": f"runner-ui-{token_server.port}=wrong"}):
+        wrong = ({}, {"Authorization": "Bearer wrong-token"}, {"Cookie": f"runner-ui-{token_server.port}=wrong"})
+        for headers in wrong:
             answer = requests.get(token_server.url + path, headers=headers, allow_redirects=False, timeout=30)
             assert answer.status_code == 403, (path, headers, answer.status_code)
             assert job_id not in answer.text and "token" in answer.text
@@ -51,7 +52,8 @@ def test_a_non_local_address_needs_the_token_on_every_request(token_server: Serv
     first = requests.get(f"{token_server.url}/?state=FAILED&token={token_server.token}", allow_redirects=False,
                          timeout=30)
     assert first.status_code == 303 and first.headers["location"] == "/?state=FAILED"
-    assert "httponly" in first.headers["set-cookie"].lower() and "samesite=strict" in first.headers["set-cookie"].lower()
+    cookie = first.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
     with requests.Session() as session:
         page = session.get(f"{token_server.url}/?token={token_server.token}", timeout=30)
         assert page.status_code == 200 and job_id in page.text and token_server.token not in page.text
