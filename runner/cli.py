@@ -58,7 +58,9 @@ def submit(
     spec_file: Annotated[Path, typer.Argument(help="the job spec (YAML), e.g. jobs/cifar-smoke.yaml")],
     backend: Annotated[Optional[str], typer.Option(help="run on this backend instead of the spec's")] = None,
     settings: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="override a spec setting: --set resources.cpus=4 --set 'args=[--epochs, \"2\"]'")] = None,
+        "--set", help="override a spec setting: --set resources.cpus=4 --set data.cifar10=~/datasets/cifar10")] = None,
+    args: Annotated[Optional[str], typer.Option(
+        "--args", help="set flags of the spec's args: --args='--epochs 2 --train-size 1000' (replaced where present)")] = None,
     simulate_preemption: Annotated[Optional[str], typer.Option(
         "--simulate-preemption", help="local only: every=20s,notice=5s,mode=mixed[,count=3,seed=1]")] = None,
     detach: Annotated[bool, typer.Option(help="return at once; a background watcher runs the job")] = False,
@@ -70,7 +72,7 @@ def submit(
     try:
         with _ledger() as ledger:
             job_id, spec = service.submit(ledger, spec_file, backend=backend, settings=settings or [],
-                                          simulate_preemption=simulate_preemption)
+                                          simulate_preemption=simulate_preemption, args=args)
         out.print(f"submitted {job_id} ({spec.backend}, checkpoints at {spec.checkpoint_uri_for(0, job_id)})",
                   markup=False)
         if detach:

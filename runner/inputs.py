@@ -21,8 +21,11 @@ from runner.errors import RunnerError
 MAX_BYTES = 4 << 20
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key written twice in one mapping."""
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser: 6x faster
+
+
+class UniqueKeyLoader(_SafeLoader):  # type: ignore[misc]
+    """A safe loader (libyaml's when installed) that refuses a key written twice in one mapping."""
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
@@ -64,8 +67,8 @@ def read_text(path: str | Path, error: type[RunnerError], what: str = "file",
                 stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)) else "not a regular file"
             raise error(f"{label}: is {kind}; give a {what} saved as a regular file")
         if info.st_size > limit:
-            raise error(f"{label}: is {info.st_size / 2**20:.1f} MB, more than a {what} can be "
-                        f"({limit >> 20} MB); check the path")
+            raise error(f"{label}: is {_size(info.st_size)}, more than a {what} can be ({_size(limit)}); "
+                        "check the path")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=True) as fh:
             fd = -1
@@ -76,7 +79,7 @@ def read_text(path: str | Path, error: type[RunnerError], what: str = "file",
         if fd >= 0:
             os.close(fd)
     if len(data) > limit:
-        raise error(f"{label}: is more than {limit >> 20} MB, more than a {what} can be; check the path")
+        raise error(f"{label}: is more than a {what} can be ({_size(limit)}); check the path")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -86,7 +89,7 @@ def read_text(path: str | Path, error: type[RunnerError], what: str = "file",
 def load_yaml(text: str, label: str, error: type[RunnerError]) -> Any:
     """Parse YAML text with :class:`UniqueKeyLoader`; errors are one line with the position."""
     try:
-        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader (or CSafeLoader) subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -94,6 +97,10 @@ def load_yaml(text: str, label: str, error: type[RunnerError]) -> Any:
         raise error(" ".join(f"{label}: not valid YAML{where}: {problem}; fix the syntax".split())) from None
     except RecursionError:
         raise error(f"{label}: is nested too deeply; fix the file") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{max(1, n >> 10)} KB"
 
 
 def _example(what: str) -> str:

@@ -36,11 +36,11 @@ from tenacity import (
 
 from runner import contract
 from runner.backends import Backend, get_backend
-from runner.errors import BackendError, RunnerError
+from runner.errors import BackendError, RunnerError, SpecError
 from runner.ledger import Job, JobStateChanged, Ledger
 from runner.paths import data_dir
 from runner.plugins import backend_class
-from runner.spec import JobSpec, load_spec, parse_settings, parse_simulate_preemption
+from runner.spec import JobSpec, load_spec, parse_settings, parse_simulate_preemption, spec_from_dict
 from runner.states import JobState
 
 #: Tries of one backend call that stops an attempt (then the watcher keeps trying each pass).
@@ -61,21 +61,66 @@ class Outcome:
 
 
 def load_job_spec(spec_path: str | Path, *, backend: str | None = None, settings: Sequence[str] = (),
-                  simulate_preemption: str | None = None) -> JobSpec:
-    """Read a spec with the CLI's overrides: ``--backend``, ``--set key=value``, ``--simulate-preemption``."""
+                  simulate_preemption: str | None = None, args: str | None = None) -> JobSpec:
+    """Read a spec with the CLI's overrides: ``--backend``, ``--set key=value``, ``--args``, ``--simulate-preemption``."""
     overrides: dict[str, Any] = parse_settings(list(settings), "--set")
     if backend is not None:
         overrides["backend"] = backend
     if simulate_preemption is not None:
         overrides["simulate_preemption"] = parse_simulate_preemption(simulate_preemption).model_dump(
             exclude_none=True)
-    return load_spec(spec_path, overrides)
+    spec = load_spec(spec_path, overrides)
+    if args:
+        data = spec.model_dump(mode="json", exclude_defaults=True)
+        data["args"] = merge_args(spec.args, args)
+        spec = spec_from_dict(data, f"{spec_path} with --args")
+    return spec
+
+
+def merge_args(args: Sequence[str], changes: str) -> list[str]:
+    """Return ``args`` with the flags in ``changes`` (``"--epochs 2 --fast"``) set: replaced where present, else added.
+
+    A flag followed by a value replaces that flag's value (``--epochs 30`` -> ``--epochs 2``;
+    ``--epochs=30`` too); a flag alone is added once.
+    """
+    import shlex
+
+    try:
+        words = shlex.split(changes)
+    except ValueError as exc:
+        raise SpecError(f"--args {changes[:80]!r}: {exc}; quote it as in a shell") from None
+    result = list(args)
+    i = 0
+    while i < len(words):
+        flag = words[i]
+        if not flag.startswith("-"):
+            raise SpecError(f"--args: {flag[:40]!r} is not a flag; write flags and values, e.g. --args='--epochs 2'")
+        value: str | None = None
+        if "=" in flag and flag.startswith("--"):
+            flag, value = flag.split("=", 1)
+        elif i + 1 < len(words) and not words[i + 1].startswith("-"):
+            value = words[i + 1]
+            i += 1
+        i += 1
+        for j, word in enumerate(result):
+            if word == flag and value is not None and j + 1 < len(result):
+                result[j + 1] = value
+                break
+            if word.startswith(flag + "="):
+                result[j] = f"{flag}={value}" if value is not None else flag
+                break
+            if word == flag and value is None:
+                break
+        else:
+            result += [flag] if value is None else [flag, value]
+    return result
 
 
 def submit(ledger: Ledger, spec_path: str | Path, *, backend: str | None = None, settings: Sequence[str] = (),
-           simulate_preemption: str | None = None) -> tuple[str, JobSpec]:
+           simulate_preemption: str | None = None, args: str | None = None) -> tuple[str, JobSpec]:
     """Validate the spec, check it against its backend (image, data folders), record a QUEUED job."""
-    spec = load_job_spec(spec_path, backend=backend, settings=settings, simulate_preemption=simulate_preemption)
+    spec = load_job_spec(spec_path, backend=backend, settings=settings, simulate_preemption=simulate_preemption,
+                         args=args)
     backend_class(spec.backend).preflight(spec)
     job_id = ledger.create_job(spec, Path(spec_path).resolve())
     return job_id, spec
@@ -289,5 +334,6 @@ def spawn_watcher(job_id: str, interval: float) -> Path:
     return log_path
 
 
-__all__ = ["Outcome", "WatchOptions", "cancel", "halt", "load_job_spec", "resume", "spawn_watcher", "submit",
+__all__ = ["Outcome", "WatchOptions", "cancel", "halt", "load_job_spec", "merge_args", "resume", "spawn_watcher",
+           "submit",
            "watch"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -22,8 +23,9 @@ from runner.errors import SpecError, one_line
 from runner.inputs import load_yaml, read_text
 from runner.spec.model import JobSpec, SimulatePreemption, _FieldError
 
-#: A spec file is a few KB; this bounds what a wrong path (a log, a dataset) can cost to read.
-MAX_SPEC_BYTES = 1 << 20
+#: A spec file is a few KB; this bounds what a wrong path (a log, a dataset) or a hostile file can
+#: cost to read and parse: about 0.3 s and 50 MB.
+MAX_SPEC_BYTES = 256 << 10
 
 
 @functools.cache
@@ -178,6 +180,8 @@ def _describe(model: type[BaseModel], error: Any) -> str:
     got = _short(error.get("input"))
     values = {k: _number(v) for k, v in ctx.items()}
     values.update(got=got, msg=error["msg"], expected=str(ctx.get("expected", "")).replace(" or ", ", "))
+    if kind == "too_long" and values.get("actual_length") is None:
+        values["actual_length"] = len(error.get("input") or ())
     try:
         fix = _FIXES.get(kind, "{msg}, got {got}; fix the value").format_map(values)
     except (KeyError, IndexError, ValueError):
@@ -222,9 +226,14 @@ def _number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 4, 4, 50, 50, 40
+
+
 def _short(value: Any) -> str:
+    """A short repr, bounded however big or deeply shared (YAML aliases) the value is."""
     try:
-        text = repr(value)
+        text = _REPR.repr(value)
     except ValueError:  # an int too large for repr (Python's digit limit)
         text = "a number with thousands of digits"
     return text if len(text) <= 60 else text[:57] + "..."

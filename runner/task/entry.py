@@ -13,6 +13,7 @@ from typing import Any
 from runner.errors import RunnerError
 from runner.task.context import EXIT_FAILED, RunContext
 from runner.task.loop import LoopOptions, TrainTask, run, setup_logging
+from runner.task.staging import stage_data
 from runner.task.writer import MODES
 
 log = logging.getLogger("runner.task")
@@ -49,6 +50,7 @@ def main(parser: argparse.ArgumentParser, build: Callable[[Any], TrainTask],
         from runner.task.loop import pin_threads
 
         pin_threads(opts.threads, opts.deterministic)  # before building: model init uses threads
+        stage_data()  # the spec's data: prefixes in object stores, into /data/<name>
         task = build(args)
         return run(task, ctx, opts)
     except RunnerError as exc:

@@ -62,18 +62,51 @@ def synthetic(size: int, seed: int, split: str) -> tuple[torch.Tensor, torch.Ten
 
 
 def cifar10(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load the real CIFAR-10 split from ``data_dir`` (downloading it there when allowed)."""
+    """Load a CIFAR-10 split from ``data_dir`` (torchvision's layout: ``cifar-10-batches-py/``).
+
+    torchvision reads the published files (and downloads them when ``download``); batches in the
+    same format whose checksums differ (a subset, a re-export) are read directly, with a warning.
+    """
     import torchvision
 
+    folder = data_dir / torchvision.datasets.CIFAR10.base_folder
     try:
         ds = torchvision.datasets.CIFAR10(root=str(data_dir), train=train, download=download)
-    except (RuntimeError, OSError) as exc:  # not found, or the download failed (offline)
-        raise ConfigError(
-            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({str(exc).splitlines()[0][:120]}): "
-            "mount a folder holding cifar-10-batches-py and pass --data-dir, or use --data synthetic "
-            "for a generated set") from None
-    images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(ds.targets, dtype=torch.long)
+        images, labels = np.asarray(ds.data), ds.targets
+    except (RuntimeError, OSError) as exc:  # not found, checksums differ, or the download failed (offline)
+        if not folder.is_dir():
+            raise ConfigError(
+                f"CIFAR-10 is not in {data_dir} and could not be downloaded ({str(exc).splitlines()[0][:120]}): "
+                f"put the python batches at {folder} (data_batch_1..5, test_batch; see the README), or use "
+                "--data synthetic for a generated set") from None
+        log.warning("%s: the batches differ from the published CIFAR-10 (checksums); reading them as "
+                    "CIFAR-10 python batches", folder)
+        images, labels = read_batches(folder, train)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.long)
+
+
+def read_batches(folder: Path, train: bool) -> tuple[np.ndarray, list[int]]:
+    """Read CIFAR-10 python batches (pickled dicts of ``data`` N x 3072 uint8 and ``labels``)."""
+    import pickle
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    data, labels = [], []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as fh:
+                entry = pickle.load(fh, encoding="latin1")  # noqa: S301 - the user's own dataset, as torchvision
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += [int(x) for x in entry.get("labels", entry.get("fine_labels", []))]
+        except FileNotFoundError:
+            raise ConfigError(f"{path} is missing: CIFAR-10 needs data_batch_1..5 and test_batch") from None
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+            raise ConfigError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}); "
+                              "download the python version of CIFAR-10") from None
+    images = np.concatenate(data).transpose(0, 2, 3, 1)  # N x 32 x 32 x 3, as torchvision keeps it
+    if len(labels) != len(images):
+        raise ConfigError(f"{folder}: {len(images)} images but {len(labels)} labels; the batches are damaged")
+    return images, labels
 
 
 class CifarTask(ModelState):

@@ -30,6 +30,7 @@ from runner.errors import ConfigError
 from runner.task.data import Amp, EpochBatches, make_loader, pick_device, sample_rng, steps_per_epoch
 from runner.task.loop import ModelState
 from runner.task.entry import add_common_flags, exit_with, main
+from runner.task.staging import sync_prefix
 
 log = logging.getLogger("runner.tasks.imagenet")
 ARCHS = ("resnet50", "resnet18", "resnet34", "resnet101")
@@ -160,34 +161,6 @@ class SyntheticSet(ImageSet):
         return Image.fromarray(np.ascontiguousarray(self.pixels[index])), int(self.labels[index])
 
 
-def sync_from_store(uri: str, dest: Path) -> Path:
-    """Copy every object under ``uri`` to ``dest`` (skipping files already there with the same size)."""
-    from runner.stores import open_store
-
-    store = open_store(uri)
-    try:
-        keys = store.list("")
-    except Exception as exc:  # noqa: BLE001 - any store failure is one line for the user
-        raise ConfigError(f"cannot list the data at {uri} ({type(exc).__name__}: {str(exc)[:120]}): "
-                          "check the URI and the credentials, or mount the data and pass --data-dir") from None
-    if not keys:
-        raise ConfigError(f"no objects under {uri}: upload train/ and val/ folders there, or pass --data-dir")
-    copied = 0
-    for n, key in enumerate(keys, 1):
-        target = dest / key
-        data = None
-        if not target.exists():
-            data = store.read_bytes(key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-            copied += 1
-        if n % 5000 == 0 or n == len(keys):
-            log.info("data sync from %s: %d/%d objects (%d copied)", uri, n, len(keys), copied)
-    return dest
-
-
 def folder_sets(root: Path, size: int, seed: int) -> tuple[FolderSet, FolderSet]:
     """Return the train and val sets of an ImageNet-style folder (``train/<class>/``, ``val/<class>/``)."""
     train_dir, val_dir = root / "train", root / "val"
@@ -257,7 +230,7 @@ class ImageNetTask(ModelState):
         else:
             root = Path(args.data_dir)
             if args.data_uri:
-                root = sync_from_store(args.data_uri, Path(args.cache_dir))
+                root = sync_prefix(args.data_uri, Path(args.cache_dir), "imagenet")
             train, val = folder_sets(root, args.image_size, args.seed)
             if args.train_size:
                 train.samples = train.samples[:args.train_size]

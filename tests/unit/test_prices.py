@@ -27,6 +27,7 @@ from runner.cost.table import (
     shipped_prices,
 )
 from runner.errors import PriceError, SpecError
+from tests.conftest import CLOUD_URI, cloud_overrides
 from runner.spec import load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +49,6 @@ def write(tmp_path: Path, entries: list[dict] | str, name: str = "prices.yaml") 
     path = tmp_path / name
     path.write_text(entries if isinstance(entries, str) else yaml.safe_dump({"prices": entries}))
     return path
-
-
-#: A bucket each cloud's machines reach (a job on a cloud cannot keep checkpoints on this machine).
-CLOUD_URI = {"aws": "s3://my-bucket/x", "gcp": "gs://my-bucket/x", "azure": "az://my-bucket/x"}
 
 
 def spec(**fields) -> object:
@@ -94,7 +91,7 @@ def test_shipped_table_has_the_common_training_machines(machine):
 @pytest.mark.parametrize("backend", ["local", "aws", "gcp", "azure"])
 def test_every_job_prices_on_every_backend(job, backend):
     """Whatever machine a repository job names, on any backend, the shipped table prices it."""
-    s = load_spec(job, {"backend": backend, **({"checkpoint.uri": CLOUD_URI[backend]} if backend in CLOUD_URI else {})})
+    s = load_spec(job, cloud_overrides(job, backend))
     price = price_for_spec(s, live=False)
     section = s.section(backend)
     names_machine = {"local": "imitates", "aws": "instance_types", "gcp": "machine_type", "azure": "vm_size"}[backend]

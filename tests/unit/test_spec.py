@@ -22,6 +22,8 @@ from runner.spec import (
     spec_from_dict,
 )
 
+from tests.conftest import cloud_overrides  # noqa: E402
+
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 BASE = "name: demo\nimage: localhost/runner-cifar:latest\n"
 
@@ -160,10 +162,10 @@ def test_every_job_file_loads(path: Path) -> None:
 @pytest.mark.parametrize("backend", ["aws", "gcp", "azure"])
 @pytest.mark.parametrize("name", ["cifar", "imagenet", "bert", "cifar-smoke"])
 def test_job_files_go_to_every_cloud(name: str, backend: str) -> None:
-    uri = {"aws": "s3://my-bucket/x", "gcp": "gs://my-bucket/x", "azure": "az://my-bucket/x"}[backend]
-    assert load_spec(JOBS / f"{name}.yaml", {"backend": backend, "checkpoint.uri": uri}).backend == backend
+    overrides = cloud_overrides(JOBS / f"{name}.yaml", backend)
+    assert load_spec(JOBS / f"{name}.yaml", overrides).backend == backend
     with pytest.raises(SpecError, match="field 'checkpoint.uri': a local folder cannot be reached from"):
-        load_spec(JOBS / f"{name}.yaml", {"backend": backend, "checkpoint.uri": "file:///tmp/x"})
+        load_spec(JOBS / f"{name}.yaml", {**overrides, "checkpoint.uri": "file:///tmp/x"})
 
 
 def test_expected_job_files_exist() -> None:
