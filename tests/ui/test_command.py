@@ -133,3 +133,22 @@ def test_compose_has_a_ui_service_beside_the_watcher() -> None:
     assert ui["environment"]["RUNNER_HOME"] == watcher["environment"]["RUNNER_HOME"]
     assert ui["environment"]["RUNNER_WATCH_STATUS_FILE"] == watcher["environment"]["RUNNER_WATCH_STATUS_FILE"]
     assert os.path.basename(ui["environment"]["RUNNER_WATCH_STATUS_FILE"]) == "watch-status.json"
+
+
+def test_before_the_first_job_the_page_says_so_then_shows_it(tmp_path: Path) -> None:
+    from runner.ledger import Ledger
+    from runner.spec import load_spec
+    from tests.e2e.conftest import smoke_spec
+
+    ui = RunningUi(tmp_path, "--port", "0")
+    try:
+        assert "No ledger yet" in requests.get(ui.urls[0], timeout=30).text
+        assert not (tmp_path / "ledger.db").exists()  # reading never creates it
+        with Ledger(tmp_path / "ledger.db") as ledger:
+            job_id = ledger.create_job(load_spec(smoke_spec(tmp_path, epochs=1)))
+        live = requests.get(ui.urls[0] + "fragment/overview", timeout=30).text
+        assert job_id in live and "no watcher" in live
+        missing = requests.get(ui.urls[0] + "jobs/no-such-job", timeout=30)
+        assert missing.status_code == 404 and "No job" in missing.text
+    finally:
+        assert ui.stop() == 0, ui.lines
