@@ -4,6 +4,11 @@ The compute environment is MANAGED, ``SPOT`` with ``SPOT_PRICE_CAPACITY_OPTIMIZE
 ``minvCpus`` 0 (nothing runs, nothing is paid) and the spec's ``max_vcpus``, instance types,
 subnets, security groups and instance profile. What cannot change in place (type, allocation,
 subnets, ...) is reported with the fix rather than changed behind the user's back.
+
+Its instances start from the launch template ``<compute environment>-imds`` (``ensure_imds_template``):
+metadata options ``HttpTokens=required``, ``HttpPutResponseHopLimit=2``, so that task containers on a
+bridge network can get IMDSv2 tokens and read spot interruption notices (with the default hop limit
+of 1 the token's answer never reaches a container). A launch template the user set is left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ DEFAULT_MAX_VCPUS = 256
 WAIT_S = 300
 
 
-def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s: float = WAIT_S) -> dict[str, str]:
+def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s: float = WAIT_S,
+                 ec2: Any = None) -> dict[str, str]:
     """Make sure the compute environment and the queue exist as the spec asks; return their ARNs."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,7 +36,8 @@ def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s:
         raise BackendError("field 'aws.job_queue' is required for `runner init aws`; add job_queue: ... under aws:")
     ce_name = settings.compute_environment or f"{queue}-spot"
     try:
-        ce_arn = _ensure_compute_environment(batch, ce_name, settings, echo, wait_s)
+        template = ensure_imds_template(ec2 or _ec2_like(batch), f"{ce_name}-imds")
+        ce_arn = _ensure_compute_environment(batch, ce_name, settings, echo, wait_s, template)
         queue_arn = _ensure_queue(batch, queue, ce_arn, echo)
     except (BotoCoreError, ClientError) as exc:
         from runner.backends.aws_batch import _explain
@@ -59,17 +66,17 @@ def compute_resources(settings: AwsSettings) -> dict[str, Any]:
 
 
 def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings,
-                                echo: Callable[[str], None], wait_s: float) -> str:
+                                echo: Callable[[str], None], wait_s: float, template: dict[str, str]) -> str:
     found = batch.describe_compute_environments(computeEnvironments=[name]).get("computeEnvironments", [])
     if not found:
-        wanted = compute_resources(settings)
+        wanted = {**compute_resources(settings), "launchTemplate": template}
         kwargs: dict[str, Any] = {"computeEnvironmentName": name, "type": "MANAGED", "state": "ENABLED",
                                   "computeResources": wanted, "tags": {"spot-runner": "1"}}
         if settings.service_role:
             kwargs["serviceRole"] = settings.service_role
         arn = str(batch.create_compute_environment(**kwargs)["computeEnvironmentArn"])
         echo(f"created compute environment {name}: SPOT, SPOT_PRICE_CAPACITY_OPTIMIZED, "
-             f"0-{wanted['maxvCpus']} vCPUs, {', '.join(wanted['instanceTypes'])} ({arn})")
+             f"0-{wanted['maxvCpus']} vCPUs, {', '.join(wanted['instanceTypes'])}, {_imds_said(template)} ({arn})")
         _wait_valid(batch, name, echo, wait_s)
         return arn
     ce = found[0]
@@ -84,21 +91,83 @@ def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings,
         echo(f"warning: compute environment {name}: {problem}; this cannot change in place: "
              f"delete it, or name another one with aws.compute_environment")
     changes: dict[str, Any] = {}
+    what: list[str] = []
     max_vcpus = settings.max_vcpus
     if max_vcpus and int(have.get("maxvCpus") or 0) != max_vcpus:
         changes["computeResources"] = {"maxvCpus": max_vcpus}
+        what.append(f"maxvCpus {have.get('maxvCpus')} -> {max_vcpus}")
+    theirs = have.get("launchTemplate") or {}
+    ours = theirs.get("launchTemplateName") == template["launchTemplateName"]
+    if not theirs or (ours and str(theirs.get("version")) != template["version"]):
+        changes.setdefault("computeResources", {})["launchTemplate"] = template
+        what.append(_imds_said(template))
+    said = _imds_said(template)
+    if theirs and not ours:
+        mine = theirs.get("launchTemplateName") or theirs.get("launchTemplateId")
+        said = f"your launch template {mine}"
+        echo(f"note: compute environment {name} uses your launch template {mine}: "
+             "give it the metadata options HttpTokens=required and HttpPutResponseHopLimit=2, or task containers "
+             "cannot read spot interruption notices with IMDSv2")
     if ce.get("state") != "ENABLED":
         changes["state"] = "ENABLED"
+        what.append(f"state {ce.get('state')} -> ENABLED")
     if changes:
         batch.update_compute_environment(computeEnvironment=name, **changes)
-        what = ", ".join(f"maxvCpus {have.get('maxvCpus')} -> {max_vcpus}" if k == "computeResources"
-                         else f"state {ce.get('state')} -> ENABLED" for k in changes)
-        echo(f"updated compute environment {name}: {what}")
+        echo(f"updated compute environment {name}: {', '.join(what)}")
         _wait_valid(batch, name, echo, wait_s)
     else:
         echo(f"found compute environment {name} ({have.get('type')}, {have.get('allocationStrategy')}, "
-             f"0-{have.get('maxvCpus')} vCPUs): unchanged")
+             f"0-{have.get('maxvCpus')} vCPUs, {said}): unchanged")
     return arn
+
+
+#: The instance metadata options task containers need (hop limit 2: the token's answer crosses the bridge).
+IMDS_OPTIONS = {"HttpTokens": "required", "HttpPutResponseHopLimit": 2, "HttpEndpoint": "enabled"}
+
+
+def ensure_imds_template(ec2: Any, name: str) -> dict[str, str]:
+    """Create (or bring up to date) the launch template ``name`` with ``IMDS_OPTIONS``; return it for Batch."""
+    from botocore.exceptions import ClientError
+
+    data = {"MetadataOptions": IMDS_OPTIONS}
+    try:
+        [found] = ec2.describe_launch_templates(LaunchTemplateNames=[name])["LaunchTemplates"]
+    except ClientError as exc:
+        if "NotFound" not in str(exc.response.get("Error", {}).get("Code", "")):
+            raise
+        made = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData=data, TagSpecifications=[
+            {"ResourceType": "launch-template", "Tags": [{"Key": "spot-runner", "Value": "1"}]}])
+        return {"launchTemplateName": name, "version": str(made["LaunchTemplate"]["LatestVersionNumber"])}
+    version = str(found["DefaultVersionNumber"])
+    [current] = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=[version])[
+        "LaunchTemplateVersions"]
+    options = current.get("LaunchTemplateData", {}).get("MetadataOptions", {})
+    if any(options.get(key) != value for key, value in IMDS_OPTIONS.items()):
+        made = ec2.create_launch_template_version(LaunchTemplateName=name, SourceVersion=version,
+                                                  LaunchTemplateData=data)
+        version = str(made["LaunchTemplateVersion"]["VersionNumber"])
+        ec2.modify_launch_template(LaunchTemplateName=name, DefaultVersion=version)
+    return {"launchTemplateName": name, "version": version}
+
+
+def _imds_said(template: dict[str, str]) -> str:
+    return (f"launch template {template['launchTemplateName']} v{template['version']} (IMDSv2 tokens required, "
+            "PUT response hop limit 2: task containers can read spot notices)")
+
+
+def _ec2_like(batch: Any) -> Any:
+    """An EC2 client with the Batch client's region, credentials and (an emulator's) endpoint."""
+    import boto3
+
+    kwargs: dict[str, Any] = {"region_name": batch.meta.region_name, "config": batch.meta.config}
+    if "amazonaws.com" not in batch.meta.endpoint_url:  # an emulator (AWS_ENDPOINT_URL): one endpoint for all
+        kwargs["endpoint_url"] = batch.meta.endpoint_url
+    credentials = batch._request_signer._credentials  # botocore keeps a client's own credentials only here
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        kwargs.update(aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key,
+                      aws_session_token=frozen.token)
+    return boto3.client("ec2", **kwargs)
 
 
 def _wait_valid(batch: Any, name: str, echo: Callable[[str], None], wait_s: float) -> None:
@@ -137,4 +206,4 @@ def _ensure_queue(batch: Any, queue: str, ce_arn: str, echo: Callable[[str], Non
     return str(q["jobQueueArn"])
 
 
-__all__ = ["compute_resources", "ensure_batch"]
+__all__ = ["IMDS_OPTIONS", "compute_resources", "ensure_batch", "ensure_imds_template"]
