@@ -9,50 +9,61 @@ arithmetic lives in :mod:`runner.cost.accounting`; this module gathers the input
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.cost.accounting import JobAccount, account_job
 from runner.errors import RunnerError
 from runner.ledger import Attempt, Job
 from runner.states import AttemptState
 
+if TYPE_CHECKING:
+    from runner.spec import JobSpec
+
 log = logging.getLogger(__name__)
 
 
-def read_progress(job: Job, index: int = 0) -> dict[str, Any] | None:
-    """Return the job's ``progress.json`` from its checkpoint store, or None."""
+def read_progress(job: Job, index: int = 0, spec: JobSpec | None = None) -> dict[str, Any] | None:
+    """Return the job's ``progress.json`` from its checkpoint store, or None (``spec``: the job's, parsed)."""
     from runner.stores import open_store
     from runner.task.manifest import read_progress as read
 
     try:
-        return read(open_store(job.spec().checkpoint_uri_for(index, job.id)))
+        return read(open_store((spec or job.spec()).checkpoint_uri_for(index, job.id)))
     except (RunnerError, OSError):
         return None
 
 
-def job_price(job: Job) -> tuple[Any, str | None]:
+def job_price(job: Job, spec: JobSpec | None = None) -> tuple[Any, str | None]:
     """Return (the price of the machine the job runs on or imitates, or None; a note when there is none)."""
     from runner.cost.prices import price_for_spec
 
     try:
-        price = price_for_spec(job.spec())
+        price = price_for_spec(spec or job.spec())
     except RunnerError as exc:
         return None, str(exc)
     return price, None if price is not None else "no price: the spec names no machine (see docs/prices.md)"
 
 
-def job_account(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None) -> JobAccount:
+def job_account(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None,
+                spec: JobSpec | None = None) -> JobAccount:
     """Account for one job: every attempt's machine time, useful and wasted time, spend and v."""
-    price, note = job_price(job)
-    result = account_job(job, attempts, progress, price, read_progress=lambda i: read_progress(job, i))
+    if spec is None:  # parsed once for the price and every index's progress
+        try:
+            spec = job.spec()
+        except RunnerError:
+            spec = None  # job_price says why
+    price, note = job_price(job, spec)
+    result = account_job(job, attempts, progress, price, read_progress=lambda i: read_progress(job, i, spec))
     if note:
         result.notes.append(note)
     return result
 
 
-def summarize(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None) -> dict[str, Any]:
-    """Return the time and money accounting of one job (progress: array index 0's)."""
-    acct = job_account(job, attempts, progress)
+def summarize(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None,
+              spec: JobSpec | None = None) -> dict[str, Any]:
+    """Return the time and money accounting of one job (progress: array index 0's; ``spec``: the job's
+    stored spec, if the caller parsed it already)."""
+    acct = job_account(job, attempts, progress, spec)
     cost = acct.as_dict()
     steps = (progress or {}).get("step") if progress else None
     return {
