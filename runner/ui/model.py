@@ -166,8 +166,9 @@ class Dashboard:
                 "message": scrub_text(job.message, self._secrets), "created_at": job.created_at,
                 "array_size": job.array_size, "terminal": job.state.is_terminal()}
         try:
-            summary = summarize(job, attempts, read_progress(job))
-            spot = json.loads(job.spec_json).get("spot", True)  # the stored spec (validated by summarize)
+            spec = job.spec()  # parsed once: the progress file, the price, the capacity
+            summary = summarize(job, attempts, read_progress(job, 0, spec), spec=spec)
+            spot = spec.spot
         except RunnerError as exc:  # a spec this version cannot read: show the job, say why
             return {**base, "capacity": "?", "attempts": len(attempts), "preemptions": 0, "failures": 0,
                     "wall_s": 0.0, "goodput": None, "step": None, "total_steps": None, "progress": None,
