@@ -214,7 +214,7 @@ def status(
         step = f"{r['step']}/{r['total_steps']}" if r["step"] is not None else "-"
         cost = r["cost"]
         table.add_row(r["job_id"], r["state"], r["backend"], str(r["attempts"]), str(r["preemptions"]), step,
-                      _fmt_s(r["wall_s"]), str(r["goodput"] or "-"), format_money(cost["spend"], cost["currency"]),
+                      _fmt_s(r["wall_s"]), str(r["goodput"] or "-"), _spend(cost),
                       "-" if cost["value_ratio"] is None else f"{cost['value_ratio']:.2f}", r["message"])
     out.print(table)
     if job_id:
@@ -232,8 +232,20 @@ def status(
                       f"{format_money(cost['savings'], cost['currency'])}, v {cost['value_ratio']} "
                       f"(prices: {cost['price']['machine']}, {cost['price']['source']}, {cost['price']['date']})",
                       markup=False)
+        units = cost.get("service_units")
+        if units:
+            out.print(f"  service units: {units['used']:.4g} {units['unit']} used ({units['per_hour']:g} per hour), "
+                      f"useful {units['useful']:.4g}, the useful work on demand {units['on_demand']:.4g}", markup=False)
         for note in cost["notes"]:
             out.print(f"  note: {note}", markup=False)
+
+
+def _spend(cost: dict[str, Any]) -> str:
+    """Money spent, or the service units used where a cluster bills in them and gives no price."""
+    units = cost.get("service_units")
+    if cost["spend"] is None and units:
+        return f"{units['used']:.3g} {units['unit']}"
+    return format_money(cost["spend"], cost["currency"])
 
 
 def _attempt_dict(a: Any) -> dict[str, Any]:

@@ -2,16 +2,18 @@
 
 Sources: the ledger (when each attempt ran, how it ended), the task's own ``progress.json`` (per
 attempt: when it started, took its first step, committed its last checkpoint, stalled on
-checkpoints) and the price of the machine the spec runs on (:mod:`runner.cost.prices`). The
-arithmetic lives in :mod:`runner.cost.accounting`; this module gathers the inputs.
+checkpoints), the price of the machine the spec runs on (:mod:`runner.cost.prices`) and, for a
+backend that bills in service units (Slurm), its rate (``service_units(spec)`` on the backend
+class). The arithmetic lives in :mod:`runner.cost.accounting`; this module gathers the inputs.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from runner.cost.accounting import JobAccount, account_job
+from runner.cost.accounting import JobAccount, ServiceUnits, account_job
 from runner.errors import RunnerError
 from runner.ledger import Attempt, Job
 from runner.states import AttemptState
@@ -44,6 +46,17 @@ def job_price(job: Job, spec: JobSpec | None = None) -> tuple[Any, str | None]:
     return price, None if price is not None else "no price: the spec names no machine (see docs/prices.md)"
 
 
+def job_units(job: Job, spec: JobSpec | None = None) -> ServiceUnits | None:
+    """Return the service-unit rate of the job's backend (clusters), or None for backends billed in money."""
+    from runner.plugins import backend_class
+
+    try:
+        rate = getattr(backend_class(job.backend), "service_units", None)
+        return rate(spec or job.spec()) if rate is not None else None
+    except RunnerError:
+        return None
+
+
 def job_account(job: Job, attempts: list[Attempt], progress: dict[str, Any] | None,
                 spec: JobSpec | None = None) -> JobAccount:
     """Account for one job: every attempt's machine time, useful and wasted time, spend and v."""
@@ -52,8 +65,15 @@ def job_account(job: Job, attempts: list[Attempt], progress: dict[str, Any] | No
             spec = job.spec()
         except RunnerError:
             spec = None  # job_price says why
+    units = job_units(job, spec)
     price, note = job_price(job, spec)
+    if price is None and units is not None and units.price is not None:
+        price, note = units.as_price(), None
     result = account_job(job, attempts, progress, price, read_progress=lambda i: read_progress(job, i, spec))
+    if units is not None:
+        result = replace(result, units=units)
+        if note and units.price is None:
+            note = None  # the cluster bills in service units; a price per unit (e.g. slurm.su_price) is optional
     if note:
         result.notes.append(note)
     return result

@@ -38,7 +38,6 @@ import shlex
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +46,7 @@ from pydantic import Field, field_validator
 from runner.backends import slurm_parse as sp
 from runner.backends import slurm_script
 from runner.backends.base import Backend, Submission
+from runner.cost.accounting import ServiceUnits
 from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
 from runner.spec.model import Duration, JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
@@ -95,6 +95,13 @@ class SlurmSettings(SpecModel):
         if value is not None and not _NAME.match(value):
             raise ValueError(f"{value[:80]!r} is not a Slurm name; use letters, digits, '_', '.', '-'")
         return value
+
+    @field_validator("currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        from runner.cost.table import check_currency
+
+        return check_currency(value)
 
     @field_validator("login")
     @classmethod
@@ -159,17 +166,6 @@ def slurm_settings(spec: JobSpec) -> SlurmSettings:
     """Return the spec's ``slurm:`` section (defaults when it has none)."""
     section = spec.section("slurm")
     return section if isinstance(section, SlurmSettings) else SlurmSettings()
-
-
-@dataclass(frozen=True)
-class ServiceUnits:
-    """What a cluster bills: service units (core- or GPU-hours) per hour, and optionally their price."""
-
-    per_hour: float            # preemptible partition
-    on_demand_per_hour: float  # the normal partition
-    unit: str                  # "core-hours" or "GPU-hours" (SU)
-    price: float | None = None
-    currency: str = "USD"
 
 
 class Cluster:
@@ -245,10 +241,10 @@ class SlurmBackend(Backend):
         settings, res = slurm_settings(spec), spec.resources
         default = float(res.gpus) if res.gpus else float(math.ceil(res.cpus))
         per_hour = settings.su_per_hour or default
-        return ServiceUnits(per_hour, settings.on_demand_su_per_hour or per_hour,
-                            "GPU-hours" if res.gpus and not settings.su_per_hour else
-                            "core-hours" if not settings.su_per_hour else "SU",
-                            settings.su_price, settings.currency)
+        unit = "SU" if settings.su_per_hour else "GPU-hours" if res.gpus else "core-hours"
+        partition = settings.partition_for("spot" if spec.spot else "on-demand") or "default"
+        return ServiceUnits(per_hour, settings.on_demand_su_per_hour or per_hour, unit, settings.su_price,
+                            settings.currency, f"slurm:{settings.login or 'local'}:{partition}")
 
     def __init__(self) -> None:
         self._clusters: dict[str | None, Cluster] = {}

@@ -19,6 +19,11 @@ Spend is machine time at the spot price; the on-demand counterfactual is useful 
 on-demand price: the same work on machines that are never taken away. The value ratio
 ``v = on_demand_cost / spend``; goodput is useful time over wall time. ``runner simulate`` feeds
 its simulated attempts through the same :func:`account` as real jobs.
+
+Clusters bill in service units (core- or GPU-hours), not dollars: a job whose backend declares a
+rate (:class:`ServiceUnits`, e.g. Slurm's) also gets ``service_units``: used (machine time at the
+rate), useful, and the useful work at the on-demand partition's rate; a price per unit, when the
+spec gives one, becomes an ordinary :class:`Price` (see :meth:`ServiceUnits.as_price`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,32 @@ if TYPE_CHECKING:
 _ENDED_BADLY = {AttemptState.PREEMPTED.value, AttemptState.FAILED.value, AttemptState.CANCELLED.value}
 #: Array jobs larger than this have their children's progress files skipped (one read each).
 MAX_PROGRESS_READS = 256
+
+
+@dataclass(frozen=True)
+class ServiceUnits:
+    """A cluster's billing rate for one job: units per hour on spot (preemptible) and on demand."""
+
+    per_hour: float                 # units one hour of this job costs on the preemptible partition
+    on_demand_per_hour: float       # ... on the normal partition
+    unit: str                       # "core-hours", "GPU-hours" or "SU"
+    price: float | None = None      # money per unit, when known
+    currency: str = "USD"
+    machine: str = "slurm"          # a label for the price: "slurm:<cluster>:<partition>"
+
+    def as_price(self) -> Price | None:
+        """The unit price as a per-hour Price of this job, or None without a unit price."""
+        import datetime
+
+        from runner.cost.table import Price
+
+        if self.price is None:
+            return None
+        cloud, _, rest = self.machine.partition(":")
+        region, _, itype = rest.partition(":")
+        return Price(cloud, region, itype, self.on_demand_per_hour * self.price, self.per_hour * self.price,
+                     self.currency, f"job spec: {self.price:g} {self.currency} per service unit",
+                     datetime.date.today().isoformat())
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,7 @@ class JobAccount:
     machine: str | None = None
     notes: list[str] = field(default_factory=list)
     lanes_wall_s: float | None = None  # arrays: the wall time of every index, added up
+    units: ServiceUnits | None = None  # a cluster's billing rate, when the backend has one
 
 
     def _sum(self, name: str) -> float:
@@ -128,6 +160,17 @@ class JobAccount:
         wall = self.lanes_wall_s if self.lanes_wall_s is not None else self.wall_s
         return self.useful_s / wall if wall > 0 else None
 
+    def service_units(self) -> dict[str, Any] | None:
+        """Service units used (machine time), useful, and the useful work on demand; None without a rate."""
+        if self.units is None:
+            return None
+        u = self.units
+        return {"unit": u.unit, "per_hour": u.per_hour, "on_demand_per_hour": u.on_demand_per_hour,
+                "used": round(self.machine_s / 3600 * u.per_hour, 6),
+                "useful": round(self.useful_s / 3600 * u.per_hour, 6),
+                "on_demand": round(self.useful_s / 3600 * u.on_demand_per_hour, 6),
+                "price": u.price, "currency": u.currency}
+
     def as_dict(self) -> dict[str, Any]:
         """The totals and the per-attempt rows, rounded for people (seconds to 0.001, money to 1e-6)."""
         totals = {name: round(self._sum(name), 3) for name in ("useful_s", "startup_s", "stall_s", "lost_s", "other_s")}
@@ -144,6 +187,7 @@ class JobAccount:
                 "machine": self.machine, "spot_per_hour": self.spot_per_hour,
                 "on_demand_per_hour": self.on_demand_per_hour, "currency": self.currency,
                 "source": self.price_source, "date": self.price_date},
+            "service_units": self.service_units(),
             "notes": list(self.notes),
             # fields() not asdict(): the fields are plain values, and asdict's deep copies made this the
             # slowest step of runner status and runner ui on a big ledger
