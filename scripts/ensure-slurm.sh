@@ -4,6 +4,8 @@
 #   eval "export $(scripts/ensure-slurm.sh)"     # installs (apt) and starts it; prints SLURM_CONF=...
 #   scripts/ensure-slurm.sh --status              # says whether it runs; exit 0 only if it does
 #   scripts/ensure-slurm.sh --stop                # stops every daemon it started (keeps the folder)
+#   SPOT_RUNNER_SLURM_PODMAN_IMAGES="localhost/runner-cifar:latest" scripts/ensure-slurm.sh
+#                                                 # also copies those images from Docker into Podman
 #
 # Needs root and apt (Debian bookworm: Slurm 22.05). Idempotent: a second call finds the daemons
 # running and only prints SLURM_CONF. Everything lives under one folder, $SPOT_RUNNER_SLURM_DIR
@@ -13,10 +15,14 @@
 # The cluster: one node (this machine, declared with $SPOT_RUNNER_SLURM_CPUS CPUs, default 8, so a
 # few small jobs run side by side on a small machine) and three partitions:
 #   spot   (default) PriorityTier=1  PreemptMode=REQUEUE GraceTime=10   the preemptible one
-#   short            PriorityTier=1  PreemptMode=REQUEUE GraceTime=10   MaxTime=1 (minute): wall-time chains
-#   high             PriorityTier=10 PreemptMode=OFF                      preempts spot and short
+#   short            PriorityTier=1  PreemptMode=OFF  MaxTime=1 (minute)   wall-time chains, never preempted
+#   high             PriorityTier=10 PreemptMode=OFF                      preempts what runs on spot
 # plus slurmdbd and MariaDB, so `sacct` works. The settings that matter, and why, are in
 # docs/slurm.md ("The test cluster") and ../shared/reference/cloud-facts.md.
+#
+# Podman (for the `podman` runtime) is installed too unless SPOT_RUNNER_SLURM_PODMAN=0; images named in
+# $SPOT_RUNNER_SLURM_PODMAN_IMAGES are copied from Docker (`docker save | podman load`, about 2 min for
+# the 6.5 GB task images) when Podman lacks them or Docker's copy changed since.
 #
 # Only stdout carries SLURM_CONF=<path>; everything else goes to stderr.
 set -euo pipefail
@@ -26,6 +32,7 @@ CPUS="${SPOT_RUNNER_SLURM_CPUS:-8}"
 CLUSTER=spotrunner
 NODE="$(hostname -s)"
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
+[ "${SPOT_RUNNER_SLURM_PODMAN:-1}" = 0 ] || PACKAGES+=(podman)
 CONF="$DIR/etc/slurm.conf"
 MUNGE_SOCKET="$DIR/munge/munge.socket"
 DB_SOCKET="$DIR/mysql/mysqld.sock"
@@ -129,7 +136,7 @@ AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$memory State=UNKNOWN
 PartitionName=spot Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
-PartitionName=short Nodes=$NODE MaxTime=1 State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=10
+PartitionName=short Nodes=$NODE MaxTime=1 State=UP PriorityTier=1 PreemptMode=OFF
 PartitionName=high Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
   cat >"$DIR/etc/slurmdbd.conf" <<EOF
@@ -234,6 +241,21 @@ node_idle() {
   esac
 }
 
+copy_podman_images() {
+  local image id marker started
+  for image in ${SPOT_RUNNER_SLURM_PODMAN_IMAGES:-}; do
+    command -v podman >/dev/null || die "podman is not installed; unset SPOT_RUNNER_SLURM_PODMAN=0"
+    id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "Docker has no image $image to copy into Podman (make image)"
+    marker="$DIR/podman-images/$(printf '%s' "$image" | tr '/:' '__')"
+    if [ "$(cat "$marker" 2>/dev/null)" = "$id" ] && podman image exists "$image"; then continue; fi
+    say "copying $image from Docker into Podman ($id)"
+    started=$(date +%s)
+    docker save "$image" | podman load >&2 || die "docker save $image | podman load failed"
+    mkdir -p "$DIR/podman-images"; printf '%s\n' "$id" >"$marker"
+    say "copied $image in $(( $(date +%s) - started ))s"
+  done
+}
+
 stop_all() {
   local name pidfile pid
   for name in slurmd slurmctld slurmdbd mariadb munged; do
@@ -276,5 +298,6 @@ write_configs
 start_munge
 start_mariadb
 start_slurm
+copy_podman_images
 say "cluster $CLUSTER up in $(( $(date +%s) - started ))s: partitions $(sinfo -h -o '%P' | tr '\n' ' ')"
 printf 'SLURM_CONF=%s\n' "$CONF"
