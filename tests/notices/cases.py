@@ -87,6 +87,19 @@ def stall(cloud: str, window: float, length: float, **how: Any) -> Callable[[Ctx
     return play
 
 
+def slow_beyond_timeout(cloud: str, window: float, length: float, **how: Any) -> Callable[[Ctx], None]:
+    """Every answer 3 s late (past the listener's 2 s timeout) for ``length`` s; the notice comes 1 s in."""
+    def play(ctx: Ctx) -> None:
+        ctx.ready(cloud)
+        ctx.at(POST_AT)
+        ends = ctx.fault("slow", length, delay=3.0)
+        ctx.at(POST_AT + 1)
+        ctx.post(cloud, window, **how)
+        ctx.at(POST_AT + length)
+        ctx.recovered(ends)
+    return play
+
+
 def fault_first(kind: str, seconds: float, **how: Any) -> Callable[[Ctx], None]:
     def setup(ctx: Ctx) -> None:
         ctx.fault(kind, seconds, **how)
@@ -199,6 +212,9 @@ def _aws() -> list[Case]:
           recovery=True, own_server=True, until=45.0),
         c("aws-slow-1.2s", "every answer 1.2 s late for 30 s", "still seen with 80% of 2 minutes left",
           IMDS_GET, "notice", notice("aws", AWS_WINDOW, at=4.0), setup=fault_first("slow", 30.0, delay=1.2)),
+        c("aws-slow-3s", "every answer 3 s late (past the 2 s request timeout) for 15 s",
+          "answers slower than the client's timeout are no answers (botocore waits 1 s); seen within 5 s of "
+          "recovery", IMDS_GET, "notice", slow_beyond_timeout("aws", AWS_WINDOW, 15.0), recovery=True, until=28.0),
         c("aws-stall-10s", "answers held for 10 s (longer than the request timeout), then all at once",
           "seen within 5 s of recovery", IMDS_GET, "notice", stall("aws", AWS_WINDOW, 10.0), recovery=True,
           until=25.0),
@@ -273,6 +289,9 @@ def _gcp() -> list[Case]:
           own_server=True, until=45.0),
         c("gcp-slow-1.2s", "every answer 1.2 s late for 30 s", "still seen with 80% of 30 s left", GCP_WAIT,
           "notice", notice("gcp", GCP_WINDOW, at=5.0), setup=fault_first("slow", 30.0, delay=1.2)),
+        c("gcp-slow-3s", "every answer 3 s late (past the 2 s request timeout) for 15 s",
+          "a hanging GET already held gets its late answer (80% left); else within 5 s of recovery", GCP_WAIT, "notice",
+          slow_beyond_timeout("gcp", GCP_WINDOW, 15.0), recovery="either", until=28.0),
         c("gcp-stall-10s", "answers held for 10 s, then all at once", "seen within 5 s of recovery", GCP_WAIT,
           "notice", stall("gcp", GCP_WINDOW, 10.0), recovery=True, check=gcp_from_before_outage, until=25.0),
         c("gcp-quiet", "nothing pending for 14 s (hanging GETs time out and are renewed)",
@@ -339,6 +358,9 @@ def _azure() -> list[Case]:
         c("azure-slow-first-call", "the first calls take 5 s (the service being enabled)",
           "the first call may take up to 2 minutes", AZ_SE + "#enabling-and-disabling-scheduled-events", "notice",
           notice("azure", AZ_WINDOW, at=8.0), setup=fault_first("slow", 6.0, delay=5.0)),
+        c("azure-slow-3s", "every answer 3 s late (past the 2 s request timeout) for 15 s",
+          "seen within 5 s of recovery", AZ_IMDS, "notice", slow_beyond_timeout("azure", AZ_WINDOW, 15.0),
+          recovery=True, until=28.0),
         c("azure-stall-12s", "answers held for 12 s, then all at once", "seen within 5 s of recovery", AZ_IMDS,
           "notice", stall("azure", AZ_WINDOW, 12.0), recovery=True, until=27.0),
         c("azure-quiet", "no events for 12 s", "Events: []", AZ_SE + "#query-for-events", "none", nothing),

@@ -103,7 +103,7 @@ class Case:
     mode: str = "auto"
     until: float = 12.0  # seconds after the start to stop watching
     kind: str = ""  # the notice's expected kind
-    recovery: bool = False  # judged by the time from recovery, not by the window left
+    recovery: bool | str = False  # judged by the time from recovery ("either": or by the window, if seen before)
     own_server: bool = False  # a simulator of its own (it is stopped and started: connections refused)
     proxy: bool = False  # requests go through a proxy that adds X-Forwarded-For
     check: Callable[[Result], str | None] | None = None  # more to check; returns what is wrong
@@ -241,7 +241,8 @@ def judge(result: Result) -> None:
         if result.deadline_error > DEADLINE_SLACK_S:
             problems.append(f"deadline reported {result.deadline_error:.1f} s later than the service's")
     parts = [what]
-    if case.recovery:
+    early = case.recovery == "either" and ctx.recovered_at is not None and seen < ctx.recovered_at
+    if case.recovery and not early:
         if ctx.recovered_at is None:
             problems.append("the case never recovered")
         else:
@@ -249,7 +250,7 @@ def judge(result: Result) -> None:
             parts.append(f"{result.after_recovery:.1f} s after recovery")
             if not -0.1 <= result.after_recovery <= MAX_RECOVERY_S:
                 problems.append(f"seen {result.after_recovery:.1f} s after recovery (at most {MAX_RECOVERY_S:g})")
-    elif ctx.post_at is not None:
+    elif ctx.post_at is not None:  # a healthy service (or a slow one that still answered in time)
         latency = seen - ctx.post_at
         if ctx.window > 0 and ctx.deadline is not None:
             result.left = (ctx.deadline - seen) / ctx.window
