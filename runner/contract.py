@@ -20,9 +20,10 @@ Environment of every attempt (set by the runner, read by ``runner.task.context.R
 | ``RUNNER_NOTICE_WINDOW``   | seconds a notice without a deadline (signal, halt) leaves; 30     |
 | ``RUNNER_STORE_TIMEOUT``   | seconds one store call may retry without a notice; 300            |
 
-Exit codes: 0 finished, 75 stopped after a notice with a checkpoint committed, anything else
-failed. A ``HALT`` object under the checkpoint URI asks a running attempt to stop as if a notice
-came (``runner halt``); the task's notice listener looks for it every few seconds.
+Exit codes: 0 finished, 75 stopped after a notice with a checkpoint committed, 76 stopped after
+``runner halt`` with a checkpoint committed, anything else failed. A ``HALT`` object under the
+checkpoint URI asks a running attempt to stop as if a notice came (``runner halt``); the task's
+notice listener looks for it every few seconds.
 """
 
 from __future__ import annotations
@@ -51,6 +52,26 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Stopped after a preemption notice; a checkpoint is committed. Never charged to the failure budget.
 EXIT_PREEMPTED = 75
+#: Stopped at the user's request (``runner halt``: the HALT object); a checkpoint is committed. Not
+#: retried in place by any service (their retry rules name 75), never resubmitted until ``runner resume``.
+EXIT_HALTED = 76
+HALT_SOURCE = "halt-request"  # the notice source of the HALT object
+
+
+def exit_after(notice_source: str) -> int:
+    """The exit code after a notice from ``notice_source`` has been handled (a checkpoint committed)."""
+    return EXIT_HALTED if notice_source == HALT_SOURCE else EXIT_PREEMPTED
+
+
+#: ``progress.json``'s ``state`` after the commit that answers a halt: the store says it too, for
+#: backends that lose exit codes (moto's describe_jobs drops them; Slurm 22.05's sacct --json).
+STATE_HALTED = "halted"
+STATE_PREEMPTED = "preempted"
+
+
+def progress_state(notice_source: str) -> str:
+    """``progress.json``'s state for the checkpoint committed after a notice from ``notice_source``."""
+    return STATE_HALTED if notice_source == HALT_SOURCE else STATE_PREEMPTED
 
 # ---------------------------------------------------------------------------- environment
 
@@ -124,7 +145,7 @@ class Progress(TypedDict, total=False):
     metrics: dict[str, float]
     updated_at: float       # epoch seconds
     attempt: int
-    state: str              # "training", "checkpointed", "done", ...
+    state: str              # "training", "checkpointed", "preempted", "halted", "done", ...
 
 
 def is_preempted_exit(code: Any) -> bool:

@@ -15,7 +15,7 @@ The rules, per array index, on the newest attempt:
 | SUCCEEDED               | done                                             | done                   | done           |
 | PREEMPTED               | start the next while the preemption budget lasts, else FAILED | -         | -              |
 | FAILED                  | start the next while the failure budget lasts, else FAILED | -            | -              |
-| HALTED                  | start the next (the job was resumed)             | -                      | -              |
+| HALTED                  | start the next (the job was resumed); PAUSED if it ended after the job last moved | - | -   |
 | CANCELLED               | the job is CANCELLED                             | -                      | -              |
 
 When every index has SUCCEEDED the job is SUCCEEDED (whatever else was asked). A PAUSING job
@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from runner.contract import EXIT_HALTED
 from runner.states import AttemptState, JobState
 
 #: Seconds a running attempt has to stop after ``runner halt`` before it is stopped by force.
@@ -53,6 +54,7 @@ class AttemptLike(Protocol):
     reason: str
     backend_id: str | None
     started_at: float | None
+    ended_at: float | None
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,9 @@ def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, At
                                               f"the failure budget (retries.failures = {used.failure_budget}) "
                                               f"is spent; see `runner logs {job.id}`")]
         elif a.state == AttemptState.HALTED:
+            if a.ended_at is not None and a.ended_at > job.updated_at:  # halted since the job last moved
+                return [Move(JobState.PAUSED, f"attempt {a.number} stopped for a HALT request under the checkpoint "
+                                              f"URI; resume with `runner resume {job.id}`")]
             actions.append(Start((index,), "resumed after a halt"))
         elif a.state == AttemptState.CANCELLED:
             return [Move(JobState.CANCELLED, f"attempt {a.number} was cancelled ({a.reason or 'outside the runner'})")]
@@ -174,10 +179,13 @@ def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, At
     return actions
 
 
-def as_halted(job_state: JobState, state: AttemptState) -> bool:
-    """Whether an attempt that ended in ``state`` while its job was PAUSING counts as HALTED.
+def as_halted(job_state: JobState, state: AttemptState, exit_code: int | None = None) -> bool:
+    """Whether an attempt that ended in ``state`` (with ``exit_code``) counts as HALTED.
 
-    Exit 75 (PREEMPTED) after the HALT request, or the stop the watcher sent (CANCELLED), is the
-    halt the user asked for, not a preemption or a cancel.
+    Exit 76 is the task's own "stopped after ``runner halt``", whatever a backend called it. And while
+    the job is PAUSING, exit 75 (PREEMPTED) or the stop the watcher sent (CANCELLED) is the halt the
+    user asked for, not a preemption or a cancel.
     """
+    if exit_code == EXIT_HALTED and state in (AttemptState.FAILED, AttemptState.PREEMPTED):
+        return True
     return job_state == JobState.PAUSING and state in (AttemptState.PREEMPTED, AttemptState.CANCELLED)

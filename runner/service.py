@@ -121,7 +121,11 @@ def submit(ledger: Ledger, spec_path: str | Path, *, backend: str | None = None,
     """Validate the spec, check it against its backend (image, data folders), record a QUEUED job."""
     spec = load_job_spec(spec_path, backend=backend, settings=settings, simulate_preemption=simulate_preemption,
                          args=args)
-    backend_class(spec.backend).preflight(spec)
+    backend = backend_class(spec.backend)
+    problem = backend.check_runnable(spec)
+    if problem is not None:
+        raise SpecError(f"{spec_path}: field {problem[0]!r}: {problem[1]}")
+    backend.preflight(spec)
     job_id = ledger.create_job(spec, Path(spec_path).resolve())
     return job_id, spec
 

@@ -49,6 +49,7 @@ from tenacity import (
 )
 
 from runner.backends import Backend, Submission, get_backend
+from runner.contract import STATE_HALTED
 from runner.cost.interval import estimate_from_ledger
 from runner.errors import BackendError, BackendUnavailable, RunnerError, SubmitError
 from runner.ledger import (
@@ -241,8 +242,9 @@ class Watcher:
                 self.ledger.update_attempt(attempt.id, status)
             return
         self._warned_unknown.discard(attempt.id)
-        job_state = self.ledger.get_job(attempt.job_id).state if status.state.is_terminal() else None
-        if job_state is not None and as_halted(job_state, status.state):
+        job = self.ledger.get_job(attempt.job_id) if status.state.is_terminal() else None
+        if job is not None and (as_halted(job.state, status.state, status.exit_code)
+                                or self._store_says_halted(job, attempt, status)):
             status = AttemptStatus(AttemptState.HALTED, f"halted by the user ({status.reason})", status.exit_code,
                                    status.started_at, status.ended_at)
         if status.state != attempt.state:
@@ -251,6 +253,20 @@ class Watcher:
             if status.reason and status.state.is_terminal():
                 text += f": {status.reason}"
             self._emit(attempt.job_id, text)
+
+    @staticmethod
+    def _store_says_halted(job: Job, attempt: Attempt, status: AttemptStatus) -> bool:
+        """Whether the attempt's own last commit answered the halt (progress.json: ``halted``, this attempt).
+
+        For a PAUSING job whose attempt a backend reports FAILED with no exit code (moto's Batch drops
+        them; so does Slurm 22.05's sacct --json): the checkpoint store is the witness.
+        """
+        if job.state != JobState.PAUSING or status.state not in (AttemptState.FAILED, AttemptState.PREEMPTED):
+            return False
+        from runner.summary import read_progress
+
+        progress = read_progress(job, attempt.array_index) or {}
+        return progress.get("state") == STATE_HALTED and progress.get("attempt") == attempt.number
 
     def _emit_once(self, attempt_id: int, job_id: str, text: str) -> None:
         """Say ``text`` once while an attempt keeps waiting (an outage may last many passes)."""

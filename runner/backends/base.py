@@ -18,6 +18,7 @@ about it, so that adding one is one module (and, outside this repository, one en
 | ``extra``              | the pip extra with its SDK                                            |
 
 and class methods: :meth:`Backend.check_spec` (one more check of a spec, as a field and a message),
+:meth:`Backend.check_runnable` (at submit: its machines reach the checkpoints and the data),
 :meth:`Backend.preflight` (checks at submit that need this machine: an image, a data folder) and
 :meth:`Backend.machine` (the ``cloud, region, type`` its price comes from).
 
@@ -80,11 +81,10 @@ class Backend(ABC):
 
     @classmethod
     def check_spec(cls, spec: JobSpec, chosen: bool) -> tuple[str, str] | None:
-        """Return (dotted field, problem and fix) if ``spec`` cannot run here; None if it can.
+        """Return (dotted field, problem and fix) if ``spec``'s settings for this backend are wrong.
 
-        ``chosen`` is False when the spec only carries this backend's section (for ``--backend``).
-        The default checks the required settings, that the machines reach the checkpoint URI and
-        the data, and simulated preemption.
+        Part of the spec's validation. ``chosen`` is False when the spec only carries this
+        backend's section (for ``--backend``). The default checks the required settings.
         """
         if not chosen:
             return None
@@ -93,6 +93,15 @@ class Backend(ABC):
             if section is None or getattr(section, setting, None) is None:
                 return (f"{cls.name}.{setting}",
                         f"is required with backend {cls.name}; add {setting}: ... under {cls.name}:")
+        return None
+
+    @classmethod
+    def check_runnable(cls, spec: JobSpec) -> tuple[str, str] | None:
+        """Return (dotted field, problem and fix) if a job of ``spec`` cannot run here, at ``runner submit``.
+
+        The default checks that the backend's machines reach the checkpoint URI and the data, and
+        that simulated preemption is asked only where it works.
+        """
         if "file" not in cls.schemes:
             uri = spec.checkpoint.uri
             if uri is None or uri.startswith("file://"):

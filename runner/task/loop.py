@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 import torch
 
+from runner.contract import exit_after, progress_state
 from runner.cost.interval import CheckpointCost, auto_interval, from_env
 from runner.errors import ConfigError, RunnerError
 from runner.stores import open_store
 from runner.stores.base import StoreUnavailable
 from runner.stores.deadline import commit_deadline
 from runner.task import checkpoint as ck
-from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
+from runner.task.context import EXIT_DONE, EXIT_FAILED, RunContext
 from runner.task.notices import Notice, NoticeWatcher
 from runner.task.state import capture_rng, restore_rng, weights_sha256
 from runner.task.writer import CheckpointWriter
@@ -224,8 +225,11 @@ class _Loop:
                     every.kind == "steps" and self.pos.step % int(every.value) == 0) or (
                     every.kind in ("seconds", "auto") and time.monotonic() - last_save >= interval)
                 if due and (every.kind == "steps" or epoch_end or not writer.busy()):
+                    notice, waited = self._wait_for_writer(writer, notices)
+                    if notice is not None:  # it came while the previous write was still in flight
+                        return notice
                     self._log_checkpoint()
-                    stall = writer.submit(self.pos.step, self._state(), self._meta("running"))
+                    stall = waited + writer.submit(self.pos.step, self._state(), self._meta("running"))
                     log.info("checkpoint at step %d handed to the %s writer (loop stalled %.1f ms)",
                              self.pos.step, writer.mode, stall * 1000)
                     meter.checkpoint(stall)
@@ -243,6 +247,15 @@ class _Loop:
                     self.pos.losses.clear()
                     break
         return None
+
+    @staticmethod
+    def _wait_for_writer(writer: CheckpointWriter, notices: NoticeWatcher) -> tuple[Notice | None, float]:
+        """Wait for the write in flight while watching for a notice (a slow store must not hide one)."""
+        start = time.perf_counter()
+        while writer.busy():
+            if notices.wait(0.05) is not None:
+                return notices.notice, time.perf_counter() - start
+        return None, time.perf_counter() - start
 
     def _log_checkpoint(self) -> None:
         """Keep (time, step) of this attempt's checkpoints for the report's timeline, thinned past 200."""
@@ -266,13 +279,14 @@ class _Loop:
         self.timing.update(notice_at=round(time.time() - (time.monotonic() - notice.received_at), 3),
                            notice_source=notice.source)
         try:
-            writer.submit(self.pos.step, self._state(), self._meta("preempted"), urgent=True, deadline=commit_by)
+            writer.submit(self.pos.step, self._state(), self._meta(progress_state(notice.source)), urgent=True,
+                          deadline=commit_by)
         except StoreUnavailable as exc:  # the window ran out, or the store stayed down: keep what is committed
             kept = max(writer.last_committed or 0, int(self.timing.get("resumed_from") or 0))
             log.error("could not commit step %d before the notice window ends (%s): steps %d-%d are lost and the "
                       "next attempt resumes from %s; exiting %d", self.pos.step, exc, kept + 1, self.pos.step,
-                      f"step {kept}" if kept else "the start", EXIT_PREEMPTED)
-            return EXIT_PREEMPTED
+                      f"step {kept}" if kept else "the start", exit_after(notice.source))
+            return exit_after(notice.source)
         except RunnerError as exc:
             log.error("could not commit a checkpoint after the notice: %s", exc)
             return EXIT_FAILED
@@ -282,9 +296,10 @@ class _Loop:
                 os.unlink(self.ctx.halt_file)
             except OSError:
                 pass
+        code = exit_after(notice.source)
         log.info("checkpoint at step %d committed %.2f s after the notice; exiting %d",
-                 self.pos.step, time.monotonic() - notice.received_at, EXIT_PREEMPTED)
-        return EXIT_PREEMPTED
+                 self.pos.step, time.monotonic() - notice.received_at, code)
+        return code
 
     def _finish(self) -> int:
         log.info("training done after %d steps; evaluating", self.pos.step)

@@ -164,3 +164,38 @@ def test_started_locally_finished_on_aws_batch(tmp_path, moto_server, aws, bucke
     assert [a["backend"] for a in status["attempt_list"]] == ["aws"]
     assert status["weights_sha256"] == reference, (resumed_from, status)
     assert status_json(local_id, tmp_path)["state"] == "CANCELLED"
+
+
+def test_halt_and_resume_on_aws_batch(tmp_path, moto_server, aws, bucket, reference):
+    """`runner halt` reaches an AWS Batch attempt through the HALT object in S3; it commits and exits 76
+    (which Batch does not retry in place); the job is PAUSED with nothing running; `runner resume`
+    starts the next Batch job from the checkpoint and the final weights are the uninterrupted run's."""
+    prefix = f"jobs/{uuid.uuid4().hex[:8]}"
+    spec = write_spec(tmp_path / "halt.yaml", moto_server, aws, f"s3://{bucket}/{prefix}", "aws")
+    batch, s3 = boto_client(moto_server, "batch"), boto_client(moto_server, "s3")
+    started = run_cli("submit", str(spec), "--detach", "--interval", "1", home=tmp_path, moto_server=moto_server)
+    assert started.returncode == 0, started.stdout + started.stderr
+    job_id = started.stdout.split()[1]
+    deadline = time.monotonic() + 240
+    while steps(s3, bucket, prefix) < 40:
+        assert time.monotonic() < deadline, "the Batch attempt wrote no checkpoint"
+        time.sleep(0.5)
+    halted = run_cli("halt", job_id, home=tmp_path, moto_server=moto_server, timeout=300)
+    assert halted.returncode == 0, halted.stdout + halted.stderr
+    status = status_json(job_id, tmp_path)
+    assert status["state"] == "PAUSED", status
+    [attempt] = status["attempt_list"]
+    batch_id = attempt["backend_id"].split("/", 1)[1]
+    [described] = batch.describe_jobs(jobs=[batch_id])["jobs"]
+    # moto's describe_jobs drops the exit code (76): the HALTED comes from the store's progress.json.
+    assert attempt["state"] == "HALTED" and "halted by the user" in attempt["reason"], (attempt, described)
+    assert (status["preemptions"], status["failures"]) == (0, 0)
+    assert described["status"] in ("FAILED", "SUCCEEDED") and len(described.get("attempts") or [1]) == 1
+    assert not batch.list_jobs(jobQueue=aws["job_queue"], jobStatus="RUNNING")["jobSummaryList"]
+    assert run_cli("watch", "--once", home=tmp_path, moto_server=moto_server).returncode == 0
+    assert status_json(job_id, tmp_path)["state"] == "PAUSED"
+    resumed = run_cli("resume", job_id, "--interval", "1", home=tmp_path, moto_server=moto_server, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    final = status_json(job_id, tmp_path)
+    assert [a["state"] for a in final["attempt_list"]] == ["HALTED", "SUCCEEDED"]
+    assert final["weights_sha256"] == reference

@@ -32,11 +32,13 @@ class FakeAttempt:
     backend_id: str | None = "b-1"
     started_at: float | None = NOW - 100
     id: int = 0
+    ended_at: float | None = None
 
 
 def attempts(*states: A, index: int = 0, started: bool = True) -> list[FakeAttempt]:
     return [FakeAttempt(n, s, index, backend_id=f"b-{index}-{n}", started_at=NOW - 100 if started else None,
-                        id=index * 100 + n) for n, s in enumerate(states, 1)]
+                        id=index * 100 + n, ended_at=NOW - 50 if s.is_terminal() else None)
+            for n, s in enumerate(states, 1)]
 
 
 def kinds(actions: list) -> list[str]:
@@ -74,6 +76,8 @@ CASES = [
     ("a cancelled attempt cancels the job", FakeJob(), attempts(C), ["move:CANCELLED"]),
     ("halted attempts are not charged: resumed", FakeJob(J.QUEUED), attempts(H, H, H, H), ["start:0"]),
     ("halted then preempted counts one preemption", FakeJob(), attempts(H, P, H, P), ["start:0"]),
+    ("halted (exit 76) in a running job since it last moved: PAUSED", FakeJob(updated_at=NOW - 60),
+     attempts(P, H), ["move:PAUSED"]),
     ("array: one child preempted, one running", FakeJob(array_size=2),
      attempts(P) + attempts(R, index=1), ["start:0"]),
     ("array: all succeeded", FakeJob(array_size=2), attempts(S) + attempts(P, S, index=1), ["move:SUCCEEDED"]),
@@ -125,9 +129,10 @@ def test_the_failure_message_names_the_budget_and_the_fix() -> None:
     assert isinstance(move, Move) and "retries.preemptions = 2" in move.message and "spot: false" in move.message
 
 
-@pytest.mark.parametrize("job_state,state,halted", [
-    (J.PAUSING, P, True), (J.PAUSING, C, True), (J.PAUSING, F, False), (J.PAUSING, S, False),
-    (J.RUNNING, P, False), (J.CANCELLING, C, False),
+@pytest.mark.parametrize("job_state,state,code,halted", [
+    (J.PAUSING, P, 75, True), (J.PAUSING, C, None, True), (J.PAUSING, F, 1, False), (J.PAUSING, S, 0, False),
+    (J.RUNNING, P, 75, False), (J.CANCELLING, C, None, False), (J.RUNNING, F, 76, True), (J.PAUSING, F, 76, True),
+    (J.RUNNING, P, 76, True),
 ])
-def test_an_attempt_ended_by_a_halt_counts_as_halted(job_state: J, state: A, halted: bool) -> None:
-    assert as_halted(job_state, state) is halted
+def test_an_attempt_ended_by_a_halt_counts_as_halted(job_state: J, state: A, code: int | None, halted: bool) -> None:
+    assert as_halted(job_state, state, code) is halted

@@ -22,6 +22,7 @@ from runner.spec import (
     spec_from_dict,
 )
 
+from runner.plugins import backend_class  # noqa: E402
 from tests.conftest import cloud_overrides  # noqa: E402
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -163,9 +164,13 @@ def test_every_job_file_loads(path: Path) -> None:
 @pytest.mark.parametrize("name", ["cifar", "imagenet", "bert", "cifar-smoke"])
 def test_job_files_go_to_every_cloud(name: str, backend: str) -> None:
     overrides = cloud_overrides(JOBS / f"{name}.yaml", backend)
-    assert load_spec(JOBS / f"{name}.yaml", overrides).backend == backend
-    with pytest.raises(SpecError, match="field 'checkpoint.uri': a local folder cannot be reached from"):
-        load_spec(JOBS / f"{name}.yaml", {**overrides, "checkpoint.uri": "file:///tmp/x"})
+    spec = load_spec(JOBS / f"{name}.yaml", overrides)
+    assert spec.backend == backend
+    cls = backend_class(backend)
+    assert cls.check_runnable(spec) is None
+    moved = load_spec(JOBS / f"{name}.yaml", {**overrides, "checkpoint.uri": "file:///tmp/x"})
+    field, problem = cls.check_runnable(moved) or ("", "")
+    assert field == "checkpoint.uri" and "a local folder cannot be reached from" in problem
 
 
 def test_expected_job_files_exist() -> None:
