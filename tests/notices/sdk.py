@@ -22,7 +22,8 @@ from runner.sim.metadata import MetadataSimulator
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def call(method: str, url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, Any, bytes]:
+def call(method: str, url: str, headers: dict[str, str] | None = None,
+         data: bytes | None = None) -> tuple[int, Any, bytes]:
     request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with _NO_PROXY.open(request, timeout=10) as response:
@@ -111,7 +112,8 @@ GOOGLE_AUTH = textwrap.dedent("""
     post = lambda: urllib.request.urlopen(urllib.request.Request(control, data=b"", method="POST"), timeout=5)
     threading.Timer(0.5, post).start()
     started = time.monotonic()
-    out["waited"] = _metadata.get(request, "instance/preempted", params={"wait_for_change": "true", "timeout_sec": "20"})
+    hang = {"wait_for_change": "true", "timeout_sec": "20"}
+    out["waited"] = _metadata.get(request, "instance/preempted", params=hang)
     out["wait_s"] = round(time.monotonic() - started, 2)
     credentials = compute_engine.Credentials()
     credentials.refresh(request)

@@ -38,8 +38,8 @@ def prerequisites(emu: Any) -> dict[str, Any]:
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName=f"b-{tag}", Description="batch", VpcId=vpc)["GroupId"]
-    return {"region": REGION, "service_role": service_role, "instance_role": profile, "subnets": [subnet], "security_group_ids": [group],
-            "instance_types": ["m5.large"], "max_vcpus": 8, "job_queue": f"q-{tag}"}
+    return {"region": REGION, "service_role": service_role, "instance_role": profile, "subnets": [subnet],
+            "security_group_ids": [group], "instance_types": ["m5.large"], "max_vcpus": 8, "job_queue": f"q-{tag}"}
 
 
 def options_of(ec2: Any, template: dict[str, Any]) -> dict[str, Any]:
