@@ -163,7 +163,7 @@ class ObjectStore(Store):
                 raise err from None
             if self._is_transient(exc):
                 last = one_line(err).removeprefix(f"{op} {where} failed: ")
-                err = StoreUnavailable(f"{op} {where} failed after {ATTEMPTS} attempts (last: {last}): "
+                err = StoreUnavailable(f"{op} {where} failed after the SDK's retries (last: {last}): "
                                        "the service is unreachable or overloaded; retry later")
             raise err from exc
         finally:

@@ -39,8 +39,10 @@ from runner.stores.cloud import (
 )
 from runner.stores.deadline import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 
-#: A request still failing after this many seconds of retries fails the call.
-RETRY_S = 10.0
+#: A request still failing after this many seconds of retries (its own tries included) fails the call.
+#: Time, not a count, is what google.api_core's Retry bounds; 10 s was too short for a 10 MB chunk
+#: retried twice on a busy machine (seed 809005456 of the fault table).
+RETRY_S = 30.0
 TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 
 _TRANSIENT = (gexc.TooManyRequests, gexc.ServerError, rexc.ConnectionError, rexc.Timeout,

@@ -39,6 +39,7 @@ BIG_BODY = 100_000  # a checkpoint of the small CIFAR model is about 370 KB; man
 SLOW_DISK = ROOT / "tests" / "faults" / "slowdisk"
 _NOTICE = re.compile(r"preemption notice from .*: saving step (\d+)")
 _LOST = re.compile(r"could not commit step (\d+) before the notice window ends")
+_EXCEPTION = re.compile(r"^[A-Za-z_.]*(Error|Exception|Interrupt|Exit)\b")
 
 
 class _Target:
@@ -129,7 +130,7 @@ def _trial(ctx: FaultContext, tally: Tally, kind: str, trial: int, hung: bool, r
             loaded = ck.load_latest(store)
         label = f"{kind} trial {trial} ({notice_kind}{', hung' if hung else ''})"
         if code != 75 or "Traceback" in proc.output or notice is None:
-            tally.loss(f"{label}: exit {code}: {proc.output[-300:]}")
+            tally.loss(f"{label}: exit {code}: {_last_error(proc.output)}")
         elif took >= window:
             tally.loss(f"{label}: exited {took:.1f} s after the notice, the window is {window:.0f} s")
         elif loaded is None and committed or loaded is not None and loaded.step != committed:
@@ -147,6 +148,13 @@ def _trial(ctx: FaultContext, tally: Tally, kind: str, trial: int, hung: bool, r
         if proc.proc.poll() is None:
             proc.proc.kill()
         target.close()
+
+
+def _last_error(output: str) -> str:
+    """The line that says what went wrong: an exception's last line, or the last ERROR line."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    found = [line for line in lines if _EXCEPTION.match(line) or " ERROR " in line]
+    return (found[-1] if found else (lines[-1] if lines else "no output"))[-300:]
 
 
 def notice_during_upload(ctx: FaultContext) -> list[Row]:

@@ -17,7 +17,9 @@ Per request, the schedule (``random.Random(seed)``) picks "pass" or one fault:
   be idempotent).
 
 At most ``max_in_row`` faults come in a row, so a client retrying a few times always gets
-through; ``fault_match`` (method, path) limits the faults to some requests. ``delay`` (seconds,
+through; ``fault_match`` (method, path) limits the faults to some requests, and
+``answer_kept`` (method, path) names requests whose answer must not be lost after they were done
+(``late-500`` and ``truncated`` become a ``503`` before the emulator there). ``delay`` (seconds,
 with a ``delay_match`` predicate on method and path, and ``delay_min_bytes``: only requests whose
 body is at least that long, such as a checkpoint upload on any store) holds the matching requests
 before they are forwarded; ``held`` is set whenever one is being held. ``on_request`` sees every
@@ -41,6 +43,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 FAULTS = ("500", "502", "503", "429", "slowdown", "reset", "truncated", "late-500")
+#: Faults that lose the answer of a request the emulator carried out.
+LOST_ANSWER = ("truncated", "late-500")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
         "content-length", "expect"}
 _SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
@@ -54,13 +58,15 @@ class FaultProxy:
                  max_in_row: int = 2, delay: float = 0.0,
                  delay_match: Callable[[str, str], bool] | None = None,
                  on_request: Callable[[str, str], None] | None = None,
-                 fault_match: Callable[[str, str], bool] | None = None, delay_min_bytes: int = 0) -> None:
+                 fault_match: Callable[[str, str], bool] | None = None, delay_min_bytes: int = 0,
+                 answer_kept: Callable[[str, str], bool] | None = None) -> None:
         parsed = urlparse(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.rate, self.faults, self.max_in_row = rate, faults, max_in_row
         self.delay, self.delay_match, self.on_request = delay, delay_match, on_request
         self.fault_match = fault_match
         self.delay_min_bytes = delay_min_bytes
+        self.answer_kept = answer_kept
         self.held = threading.Event()
         self.injected: Counter[str] = Counter()
         self.requests = 0
@@ -107,6 +113,8 @@ class FaultProxy:
             if self._in_row < self.max_in_row and self._rng.random() < self.rate:
                 self._in_row += 1
                 fault = self._rng.choice(self.faults)
+                if fault in LOST_ANSWER and self.answer_kept is not None and self.answer_kept(method, path):
+                    fault = "503"
                 self.injected[fault] += 1
                 return fault
             self._in_row = 0
