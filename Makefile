@@ -13,7 +13,7 @@ TASKS  ?=
 STAMP     := $(VENV)/.make-install
 DEV_STAMP := $(VENV)/.make-dev
 
-.PHONY: help install dev ui-assets image emulators test test-unit bench faults clean distclean
+.PHONY: help install dev ui-assets image sif emulators test test-unit bench faults clean distclean
 
 help:
 	@echo "make install    $(VENV) with the runner: the control plane, the cloud SDKs, report and ui (no torch:"
@@ -22,6 +22,8 @@ help:
 	@echo "make ui-assets  runner ui's front-end libraries from npm into runner/ui/static/vendor (part of install)"
 	@echo "make image      localhost/runner-<task>:latest offline: debootstrap base, wheelhouse, thin task layers"
 	@echo "                (TASKS='cifar ...' picks tasks; FORCE=1 rebuilds everything)"
+	@echo "make sif        Apptainer images for Slurm clusters, images/sif/runner-<task>_latest.sif (TASKS='cifar ...';"
+	@echo "                needs apptainer: docs/slurm.md)"
 	@echo "make emulators  Azurite (npm), gcp-storage-emulator and moto for the tests (part of test and faults)"
 	@echo "make test       the whole suite: dev, image and emulators first; a missing engine, image or emulator"
 	@echo "                fails the test instead of skipping it (RUNNER_REQUIRE_DOCKER=1)"
@@ -65,6 +67,11 @@ image: ui-assets
 
 emulators: dev
 	scripts/ensure-emulators.sh
+
+# Apptainer images of the task images (built first with make image), for slurm.runtime: apptainer
+# (scripts/build-sif.sh; docs/slurm.md). Where apptainer is missing it says so in one line and fails.
+sif:
+	scripts/build-sif.sh $(or $(TASKS),cifar)
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
 define run_pytest

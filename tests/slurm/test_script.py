@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,3 +246,16 @@ def test_shell_quoting_survives_bash(tmp_path: Path) -> None:
     proc.communicate(timeout=30)
     assert proc.returncode == 0 and (tmp_path / "v").read_text() == value
     assert shlex.quote(value) in render([sub(s)], slurm_settings(s))
+
+
+def test_make_sif_says_in_one_line_when_apptainer_is_missing(tmp_path: Path) -> None:
+    """`make sif`: with Apptainer, a .sif from the Docker image; without (here), one line and a failure."""
+    proc = subprocess.run(["make", "-s", "sif", f"SIF_DIR={tmp_path}"], check=False, capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "SIF_DIR": str(tmp_path)}, timeout=3600)
+    if shutil.which("apptainer") or shutil.which("singularity"):
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "runner-cifar_latest.sif").is_file()
+        return
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("build-sif:")]
+    assert len(lines) == 1 and "apptainer is not installed" in lines[0], proc.stderr
