@@ -13,7 +13,8 @@
    the configured signal (``RUNNER_NOTICE_SIGNAL``, SIGTERM by default). The window ends at the
    notice's deadline, or ``RUNNER_NOTICE_WINDOW`` seconds (30) after a notice that names none. A
    command still running when only the final sync's reserve is left (at least ``margin``) is killed.
-5. When the child exits: a final sync, bounded by the window's end minus ``EXIT_MARGIN_S``; exit 75
+5. When the child exits: a final sync, bounded by the window's end minus 2 s (a tenth of a shorter
+   window); exit 75
    after a notice (the snapshot the final sync made, or the one before it when the window ran out:
    the log says what was lost), else the child's own exit code (128 + N when killed by signal N).
    A command that failed right after a restore without committing anything new marks the
@@ -48,7 +49,7 @@ from runner.exec.options import (
 from runner.exec.sync import FolderChanged, FolderSync, SyncResult
 from runner.stores import open_store
 from runner.stores.base import DeadlineExceeded, StoreUnavailable
-from runner.stores.deadline import EXIT_MARGIN_S, run_bounded, window_end
+from runner.stores.deadline import exit_margin, run_bounded, window_end
 from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
 from runner.task.manifest import mark_restore_failed, read_progress, write_progress
 from runner.task.notices import Notice, NoticeWatcher
@@ -156,7 +157,7 @@ class _Wrapper:
             if notice is not None and forwarded is None:
                 forwarded = notice
                 end = window_end(notice.received_at, notice.deadline)
-                self.commit_by = end - EXIT_MARGIN_S
+                self.commit_by = end - exit_margin(end - notice.received_at)
                 reserve = min(max(self.opts.margin, 2 * self.longest_sync), (end - time.monotonic()) / 2)
                 kill_at = self.commit_by - reserve
                 signal_by = kill_at - SIGNAL_GRACE_S

@@ -36,7 +36,7 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 10.0
 #: A store call (one object, all its parts and retries) gives up after this long without a notice.
 DEFAULT_CALL_TIMEOUT_S = 300.0
-#: Kept at the end of a notice window for the process to log and exit after its commit.
+#: Kept at the end of a notice window for the process to log and exit after its commit (see exit_margin).
 EXIT_MARGIN_S = 2.0
 
 
@@ -74,9 +74,16 @@ def window_end(received_at: float, deadline: float | None, environ: dict[str, st
     return time.monotonic() + (deadline - time.time())
 
 
+def exit_margin(window_s: float) -> float:
+    """Return the time kept at the end of a window of ``window_s`` seconds: ``EXIT_MARGIN_S``, or a tenth
+    of a window shorter than ten times that (a 3 s notice keeps 0.3 s)."""
+    return min(EXIT_MARGIN_S, max(0.0, window_s) / 10)
+
+
 def commit_deadline(received_at: float, deadline: float | None, environ: dict[str, str] | None = None) -> float:
-    """Return when a commit after a notice must be done: the window's end minus ``EXIT_MARGIN_S``."""
-    return window_end(received_at, deadline, environ) - EXIT_MARGIN_S
+    """Return when a commit after a notice must be done: the window's end minus :func:`exit_margin`."""
+    end = window_end(received_at, deadline, environ)
+    return end - exit_margin(end - received_at)
 
 
 def run_bounded(fn: Callable[[], T], at: float, what: str) -> T:
