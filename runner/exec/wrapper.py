@@ -13,7 +13,7 @@
    the configured signal (``RUNNER_NOTICE_SIGNAL``, SIGTERM by default). The window ends at the
    notice's deadline, or ``RUNNER_NOTICE_WINDOW`` seconds (30) after a notice that names none. A
    command still running when only the final sync's reserve is left (at least ``margin``) is killed.
-5. When the child exits: a final sync, bounded by the window's end minus 2 s (a tenth of a shorter
+5. When the child exits: a final sync, bounded by the window's end minus 2 s (a fifth of a shorter
    window); exit 75
    after a notice (the snapshot the final sync made, or the one before it when the window ran out:
    the log says what was lost), else the child's own exit code (128 + N when killed by signal N).

@@ -75,9 +75,9 @@ def window_end(received_at: float, deadline: float | None, environ: dict[str, st
 
 
 def exit_margin(window_s: float) -> float:
-    """Return the time kept at the end of a window of ``window_s`` seconds: ``EXIT_MARGIN_S``, or a tenth
-    of a window shorter than ten times that (a 3 s notice keeps 0.3 s)."""
-    return min(EXIT_MARGIN_S, max(0.0, window_s) / 10)
+    """Return the time kept at the end of a window of ``window_s`` seconds: ``EXIT_MARGIN_S``, or a fifth
+    of a window shorter than five times that (a 3 s notice keeps 0.6 s)."""
+    return min(EXIT_MARGIN_S, max(0.0, window_s) / 5)
 
 
 def commit_deadline(received_at: float, deadline: float | None, environ: dict[str, str] | None = None) -> float:

@@ -197,7 +197,7 @@ def test_windows_and_bounds_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert window_end(now, None, {}) == now + 30.0
     assert abs(window_end(now, time.time() + 120, {}) - (time.monotonic() + 120)) < 0.1  # AWS: its own deadline
     assert commit_deadline(now, None, {}) == now + 30.0 - EXIT_MARGIN_S
-    assert abs(commit_deadline(now, time.time() + 3, {}) - (now + 3 - 0.3)) < 0.1  # a short window keeps a tenth
+    assert abs(commit_deadline(now, time.time() + 3, {}) - (now + 3 - 0.6)) < 0.1  # a short window keeps a fifth
     for bad in ("soon", "-3", "0"):
         with pytest.raises(ConfigError, match="RUNNER_NOTICE_WINDOW"):
             notice_window({"RUNNER_NOTICE_WINDOW": bad})
