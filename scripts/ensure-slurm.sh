@@ -33,6 +33,8 @@ CLUSTER=spotrunner
 NODE="$(hostname -s)"
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 [ "${SPOT_RUNNER_SLURM_PODMAN:-1}" = 0 ] || PACKAGES+=(podman)
+# sshd: tests/slurm/test_ssh.py starts one on a free port as the cluster's "login node" (never the system's).
+PACKAGES+=(openssh-server)
 CONF="$DIR/etc/slurm.conf"
 MUNGE_SOCKET="$DIR/munge/munge.socket"
 DB_SOCKET="$DIR/mysql/mysqld.sock"

@@ -4,7 +4,8 @@ Every attempt is one ``sbatch --parsable`` of the script :mod:`.slurm_script` re
 attempts of an array: one ``sbatch --array``). Commands run here (``SLURM_CONF`` and ``PATH`` from
 this process's environment, in the home folder) or, with ``slurm.login: <host>``, as
 ``ssh -o BatchMode=yes <host> ...`` with the user's own SSH configuration (keys, agent, ProxyJump;
-never a password; ``RUNNER_SLURM_SSH`` replaces the ``ssh`` command, like ``GIT_SSH_COMMAND``).
+never a password; ``RUNNER_SLURM_SSH`` replaces the ``ssh`` command, like ``GIT_SSH_COMMAND``), in
+the home folder there, where the jobs' output files go (``~/.spot-runner/slurm/logs``).
 
 Ids are Slurm's own, prefixed with the login host when there is one: ``123``, ``123_7`` (array
 element), ``login1/123``; so a watcher with no spec can poll, cancel and read logs.
@@ -183,7 +184,7 @@ class Cluster:
         if self.login is None:
             cmd, cwd = argv, str(Path.home())
         else:
-            remote = (before + " && " if before else "") + "env SLURM_TIME_FORMAT=%s " + shlex.join(argv)
+            remote = "cd && " + (before + " && " if before else "") + "env SLURM_TIME_FORMAT=%s " + shlex.join(argv)
             ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
             cmd, cwd = [*ssh, "-o", "BatchMode=yes", self.login, remote], None
         where = f" on {self.login}" if self.login else ""
@@ -332,7 +333,7 @@ class SlurmBackend(Backend):
         need: list[str] = []
         for job, backend_id in jobs.items():
             run = rows.get(job)
-            if run is None or run.restarts > 0 and run.state not in sp.ACTIVE:
+            if run is None or run.restarts > 0 and run.state not in sp.ACTIVE or run.state in sp.NEEDS_BATCH_STEP:
                 need.append(job)
             else:
                 statuses[backend_id] = sp.classify([run])
@@ -360,7 +361,7 @@ class SlurmBackend(Backend):
                                  "the watcher starts the next attempt", status.exit_code, status.started_at,
                                  status.ended_at)
         if record is None:
-            if run is not None:
+            if run is not None and run.state not in sp.NEEDS_BATCH_STEP:
                 return sp.classify([run])
             return AttemptStatus(AttemptState.UNKNOWN, f"job {job} is not in the queue and not yet in Slurm's "
                                                        "accounting (sacct); asking again next poll")
@@ -380,10 +381,10 @@ class SlurmBackend(Backend):
         if login is None:
             yield from self._local_log(Path.home() / name, job, follow)
             return
-        script = f"cat {shlex.quote(name)}"
+        script = f"cd && cat {shlex.quote(name)}"
         if follow:
-            script = (f"tail -n +1 -F {shlex.quote(name)} 2>/dev/null & t=$!; "
-                      f"while squeue -h -j {job} 2>/dev/null | grep -q .; do sleep 3; done; sleep 2; kill $t")
+            script = (f"cd && {{ tail -n +1 -F {shlex.quote(name)} 2>/dev/null & t=$!; "
+                      f"while squeue -h -j {job} 2>/dev/null | grep -q .; do sleep 3; done; sleep 2; kill $t; }}")
         ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
         proc = subprocess.Popen([*ssh, "-o", "BatchMode=yes", login, script], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)

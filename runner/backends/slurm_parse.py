@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from runner import contract
 from runner.states import AttemptState, AttemptStatus
 
+#: Ends whose meaning depends on the batch step (did the script exit 0 or 75, or was it killed?): sacct says.
+NEEDS_BATCH_STEP = frozenset({"TIMEOUT", "PREEMPTED"})
 #: squeue -O fields, in order; each followed by "|" (``Field:|``: no padding, a "|" after it).
 SQUEUE_FIELDS = ("JobArrayID", "JobID", "State", "Reason", "StartTime", "EndTime", "exit_code",
                  "RestartCnt", "TimeLimit", "Name")
@@ -105,6 +107,7 @@ class Run:
     partition: str = ""
     name: str = ""
     batch_exit: int | None = None  # the batch step's exit code (a PREEMPTED allocation reads 0:0)
+    batch_state: str = ""          # the batch step's state (COMPLETED when the script itself exited 0)
 
 
 @dataclass
@@ -159,7 +162,7 @@ def parse_sacct(text: str) -> dict[str, Record]:
             owner, _, step = job.partition(".")
             if step == "batch" and last is not None and last.job == owner:
                 record = records[owner]
-                record.runs[-1] = _replace(record.runs[-1], batch_exit=code)
+                record.runs[-1] = _replace(record.runs[-1], batch_exit=code, batch_state=state.split()[0] if state else "")
             continue
         if not re.fullmatch(r"\d+(_\d+)?", job):
             continue
@@ -196,9 +199,10 @@ def _wait_status(raw: int) -> tuple[int | None, int | None]:
 def classify(record: Record | Sequence[Run]) -> AttemptStatus:
     """Map every run of one job id onto an AttemptStatus; the latest run decides.
 
-    COMPLETED is SUCCEEDED. Exit 75 (the task committed a checkpoint after Slurm's signal, from
-    a preemption or the approaching time limit), PREEMPTED, NODE_FAIL and BOOT_FAIL are PREEMPTED:
-    the watcher submits the next attempt. TIMEOUT is FAILED: the task did not stop at the signal.
+    COMPLETED is SUCCEEDED, and so is any end where the batch script itself exited 0. Exit 75 (the
+    task committed a checkpoint after Slurm's signal, from a preemption or the approaching time
+    limit), PREEMPTED, NODE_FAIL and BOOT_FAIL are PREEMPTED: the watcher submits the next attempt.
+    Exit 76 is HALTED (``runner halt``). TIMEOUT is FAILED: the task did not stop at the signal.
     CANCELLED is CANCELLED; any other end is FAILED with Slurm's words.
     """
     runs = list(record.runs if isinstance(record, Record) else record)
@@ -221,6 +225,14 @@ def classify(record: Record | Sequence[Run]) -> AttemptStatus:
         return status(AttemptState.SUCCEEDED, "completed", 0)
     batch = run.batch_exit if run.batch_exit is not None else code
     ran = _ran(run)
+    if run.batch_state == "COMPLETED" and run.batch_exit == 0 and state != "CANCELLED":
+        # The script (so the task) exited 0 as Slurm ended the allocation (a grace time or limit ran out).
+        return status(AttemptState.SUCCEEDED, f"completed; Slurm recorded {state} as the allocation ended{ran}", 0)
+    if batch == contract.EXIT_HALTED and state in ("FAILED", "TIMEOUT", "PREEMPTED"):
+        return status(AttemptState.HALTED, f"exit 76: stopped after runner halt with a checkpoint committed{ran}", batch)
+    if state == "TIMEOUT" and batch == contract.EXIT_PREEMPTED:
+        return status(AttemptState.PREEMPTED, f"exit 75 at the time limit: stopped after Slurm's signal with a "
+                                              f"checkpoint committed{ran}", batch)
     if state == "PREEMPTED":
         how = (f"stopped after the preemption signal with a checkpoint committed (exit {batch})"
                if batch == contract.EXIT_PREEMPTED else "killed when the grace time ran out")
@@ -314,6 +326,6 @@ def _failure(code: int | None, sig: int | None) -> str:
     return f"exit {code}" if code is not None else "failed"
 
 
-__all__ = ["ACTIVE", "SACCT_FIELDS", "SQUEUE_FIELDS", "WAITING", "Record", "Run", "base_id", "classify",
+__all__ = ["ACTIVE", "NEEDS_BATCH_STEP", "SACCT_FIELDS", "SQUEUE_FIELDS", "WAITING", "Record", "Run", "base_id", "classify",
            "is_requeued_waiting", "limit_minutes", "parse_sacct", "parse_squeue", "previous_run_status",
            "sacct_format", "split_id", "squeue_format"]

@@ -119,10 +119,11 @@ def runner_env(home: Path) -> dict[str, str]:
     return {**env, "HOME": str(home), "RUNNER_HOME": str(home), "PYTHONPATH": str(ROOT)}
 
 
-def runner(*args: str, home: Path, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a user would; return the finished process."""
+def runner(*args: str, home: Path, timeout: float = 600, check: bool = False,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would (``env``: more variables); return the finished process."""
     proc = subprocess.run([sys.executable, "-m", "runner.cli", *args], check=False, capture_output=True, text=True,
-                          env=runner_env(home), cwd=ROOT, timeout=timeout)
+                          env={**runner_env(home), **(env or {})}, cwd=ROOT, timeout=timeout)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

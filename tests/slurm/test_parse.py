@@ -65,6 +65,21 @@ def test_states_map_onto_attempt_states() -> None:
     assert got["16"].started_at == 1796141142 and got["16"].ended_at == 1796141150
 
 
+def test_the_batch_step_decides_when_slurm_ends_the_allocation() -> None:
+    """173: preempted where the batch shell got no signal (no preempt_send_user_signal, no srun); the task
+    finished as the grace time ran out: TIMEOUT for the allocation, COMPLETED 0 for the script: done.
+    170: an srun step (slurm.srun) took the preemption's SIGTERM and exited 75."""
+    records = sp.parse_sacct(text("sacct-D-srun-grace.txt"))
+    assert (records["173"].latest.state, records["173"].latest.batch_state) == ("TIMEOUT", "COMPLETED")
+    done = sp.classify(records["173"])
+    assert done.state == AttemptState.SUCCEEDED and "Slurm recorded TIMEOUT" in done.reason
+    assert sp.classify(records["170"]).state == AttemptState.PREEMPTED
+    assert sp.classify([sp.Run(job="9", state="TIMEOUT", batch_exit=75)]).state == AttemptState.PREEMPTED
+    assert sp.classify([sp.Run(job="9", state="TIMEOUT", batch_exit=0, batch_state="CANCELLED")]).state \
+        == AttemptState.FAILED
+    assert {"TIMEOUT", "PREEMPTED"} <= sp.NEEDS_BATCH_STEP  # squeue cannot tell these apart: poll asks sacct
+
+
 def test_squeue_exit_codes_are_raw_wait_statuses() -> None:
     rows = sp.parse_squeue(text("squeue-ended.txt"))
     assert rows["17"].exit_code == 75 and rows["17"].state == "FAILED"
@@ -99,6 +114,7 @@ def test_pending_array_elements_are_listed_one_by_one() -> None:
     ("OUT_OF_MEMORY", 0, AttemptState.FAILED), ("DEADLINE", 0, AttemptState.FAILED),
     ("COMPLETING", 0, AttemptState.RUNNING), ("REQUEUE_HOLD", 0, AttemptState.PENDING),
     ("SUSPENDED", 0, AttemptState.RUNNING), ("FAILED", 127, AttemptState.FAILED),
+    ("FAILED", 76, AttemptState.HALTED), ("FAILED", 75, AttemptState.PREEMPTED),
     ("WHATEVER", 0, AttemptState.UNKNOWN)])
 def test_other_states(state: str, code: int, expected: AttemptState) -> None:
     status = sp.classify([sp.Run(job="9", state=state, exit_code=code)])

@@ -134,13 +134,18 @@ def test_scripts_are_valid_bash(runtime: str, tmp_path: Path) -> None:
     ({"slurm": {"partition": "spot;rm"}}, "slurm.partition", "not a Slurm name"),
     ({"slurm": {"runtime": "singularity"}}, "slurm.runtime", "apptainer"),
     ({"slurm": {"time_limit": 60}}, "slurm.time_limit", "no unit"),
-    ({"simulate_preemption": {"every": "20s"}}, "simulate_preemption", "each cloud preempts"),
 ])
 def test_bad_settings_are_one_line_errors(changes: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
         spec(**changes)
     message = str(info.value)
     assert "\n" not in message and field in message and words in message, message
+
+
+def test_simulated_preemption_is_refused_at_submit() -> None:
+    problem = SlurmBackend.check_runnable(spec(simulate_preemption={"every": "20s"}))
+    assert problem is not None and problem[0] == "simulate_preemption"
+    assert SlurmBackend.check_runnable(spec()) is None  # file:// checkpoints: the cluster's shared file system
 
 
 def test_cifar_specs_carry_a_slurm_section() -> None:
