@@ -14,7 +14,7 @@
    notice's deadline, or ``RUNNER_NOTICE_WINDOW`` seconds (30) after a notice that names none. A
    command still running when only the final sync's reserve is left (at least ``margin``) is killed.
 5. When the child exits: a final sync, bounded by the window's end minus 2 s (a fifth of a shorter
-   window); exit 75
+   window); exit 75 (76 after ``runner halt``'s HALT object, ``contract.exit_after``)
    after a notice (the snapshot the final sync made, or the one before it when the window ran out:
    the log says what was lost), else the child's own exit code (128 + N when killed by signal N).
    A command that failed right after a restore without committing anything new marks the
@@ -36,7 +36,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from runner.contract import NOTICE_FILE, NOTICE_SIGNAL, SYNC_DIR
+from runner.contract import (
+    NOTICE_FILE,
+    NOTICE_SIGNAL,
+    SYNC_DIR,
+    exit_after,
+    progress_state,
+)
 from runner.errors import ConfigError, RunnerError
 from runner.exec.openfiles import open_for_writing
 from runner.exec.options import (
@@ -50,9 +56,10 @@ from runner.exec.sync import FolderChanged, FolderSync, SyncResult
 from runner.stores import open_store
 from runner.stores.base import DeadlineExceeded, StoreUnavailable
 from runner.stores.deadline import exit_margin, run_bounded, window_end
-from runner.task.context import EXIT_DONE, EXIT_FAILED, EXIT_PREEMPTED, RunContext
+from runner.task.context import EXIT_DONE, EXIT_FAILED, RunContext
 from runner.task.manifest import mark_restore_failed, read_progress, write_progress
 from runner.task.notices import Notice, NoticeWatcher
+from runner.task.staging import stage_data
 
 log = logging.getLogger("runner.exec")
 
@@ -88,6 +95,7 @@ class _Wrapper:
                      self.opts.folder, self.ctx.attempt)
         self._clear_stale(self.ctx.halt_file, "halt file")
         self._clear_stale(str(self.opts.notice_file), "notice file")
+        stage_data()  # the spec's data: prefixes in object stores, into /data/<name>
         with NoticeWatcher(self.ctx.notice, self.ctx.metadata_url, self.ctx.halt_file,
                            halt_uri=self.ctx.checkpoint_uri) as notices:
             child = self._start_child()
@@ -105,7 +113,8 @@ class _Wrapper:
             log.info("%s exited with %d%s", self.opts.command[0], code,
                      " after the notice" if notice is not None else "")
             synced_while_running = self.sync.syncs
-            committed = self._final_sync("preempted" if notice is not None else "done" if code == 0 else "failed")
+            committed = self._final_sync(progress_state(notice.source) if notice is not None
+                                         else "done" if code == 0 else "failed")
             if notice is None:
                 if code != 0 and synced_while_running == 0 and self.sync.restored_step is not None:
                     self._mark_failed_restore(code)
@@ -119,14 +128,14 @@ class _Wrapper:
             if committed is None:  # the window ran out (or the store stayed down): the previous snapshot stands
                 log.error("the final sync did not finish before the notice window ends: what the command saved "
                           "after %s is lost; the next attempt restores %s; exiting %d",
-                          self._step_name(), self._step_name(), EXIT_PREEMPTED)
-                return EXIT_PREEMPTED
+                          self._step_name(), self._step_name(), exit_after(notice.source))
+                return exit_after(notice.source)
             notices.acknowledge()
             if notice.source == "halt-file" and self.ctx.halt_file:
                 self._clear_stale(self.ctx.halt_file, "")
             log.info("folder committed as step %s %.2f s after the notice; exiting %d", self.sync.last_step,
-                     time.monotonic() - notice.received_at, EXIT_PREEMPTED)
-            return EXIT_PREEMPTED
+                     time.monotonic() - notice.received_at, exit_after(notice.source))
+            return exit_after(notice.source)
 
     def _step_name(self) -> str:
         return "nothing" if self.sync.last_step is None else f"step {self.sync.last_step}"

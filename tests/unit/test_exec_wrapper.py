@@ -237,3 +237,16 @@ def test_a_final_sync_that_cannot_finish_in_the_window_exits_75_and_says_what_is
     assert proc.returncode == 75, err
     assert time.monotonic() - started < 5
     assert "did not finish before the notice window ends" in err and "restores step 1" in err
+
+
+def test_a_halt_request_exits_76_after_the_final_sync(tmp_path):
+    """``runner halt`` writes HALT under the checkpoint URI: the command is signalled, the folder committed,
+    and the exit is 76 (no service retries it in place), with progress.json saying "halted"."""
+    proc = wrapper(tmp_path, "SIGUSR1", "0", "200", "0", signal_name="SIGUSR1")
+    time.sleep(1.5)
+    (tmp_path / "store").mkdir(exist_ok=True)
+    (tmp_path / "store" / "HALT").write_text("halt")
+    code, out, err = finish(proc)
+    assert code == 76, err
+    assert "notice SIGUSR1 halt-request" in out, err
+    assert json.loads((tmp_path / "store" / "progress.json").read_text())["state"] == "halted"
