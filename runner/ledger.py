@@ -23,8 +23,15 @@ a watcher restarted by systemd or cron does not wait out its predecessor's lease
 :meth:`Ledger.set_job_state` take an ``owner`` and check the lease in the same transaction, so a
 watcher that lost its lease mid-tick (paused, too slow) cannot start or end anything.
 
-Schema versions: 1 (jobs, attempts), 2 (leases). An older ledger is upgraded in place when it is
-opened; a newer one is refused.
+Schema versions: 1 (jobs, attempts), 2 (leases), 3 (who is submitting an attempt since when; a job's
+machine, for the preemption history). An older ledger is upgraded in place when it is opened; a newer
+one is refused.
+
+Never one attempt submitted twice: before the backend is asked, :meth:`Ledger.begin_submit` marks the
+attempt as being submitted by its watcher (``submitting_by``, ``submitting_at``), in a transaction that
+checks the watcher's lease has time left. Another watcher that finds the attempt reserved but
+unrecorded waits until that mark is old (:data:`SUBMIT_GRACE`; less when the marking process is known
+dead), then asks the backend (``find``) before submitting it itself.
 
 The stored spec is redacted: ``env`` values whose name looks like a secret, or whose value does
 (an Azure ``AccountKey=``/``SharedAccessSignature=``, an AWS key id, a PEM private key, a URL with a
@@ -37,6 +44,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -53,9 +61,14 @@ from runner.states import AttemptState, AttemptStatus, JobState
 if TYPE_CHECKING:
     from runner.spec.model import JobSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds a lease lasts unless renewed; a killed watcher's jobs are taken over after this.
 LEASE_TTL = 30.0
+#: Seconds another watcher leaves a reserved attempt alone while its submitter may still be sending it
+#: (a submit call's timeouts and retries fit in it); when that process is known dead, DEAD_SUBMIT_GRACE,
+#: the time a service may take to list a job it has just accepted.
+SUBMIT_GRACE = 90.0
+DEAD_SUBMIT_GRACE = 10.0
 REDACTED = "***"
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _SECRET_VALUE = re.compile(r"AccountKey=|SharedAccessSignature=|sig=[A-Za-z0-9%+/=]{20,}|"
@@ -116,6 +129,12 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner);
 """,
+    3: """
+ALTER TABLE attempts ADD COLUMN submitting_at REAL;
+ALTER TABLE attempts ADD COLUMN submitting_by TEXT;
+ALTER TABLE jobs ADD COLUMN machine TEXT;
+CREATE INDEX IF NOT EXISTS jobs_by_machine ON jobs (machine);
+""",
 }
 
 
@@ -141,6 +160,10 @@ class JobStateChanged(LedgerError):
     """The job is not in the state the caller expected (another process moved it)."""
 
 
+class SubmitInProgress(LedgerError):
+    """Another watcher is submitting this attempt (marked recently); leave it to that watcher."""
+
+
 class JobNotActive(LedgerError):
     """The job takes no new attempt in its state (ended, paused, being paused or cancelled)."""
 
@@ -152,6 +175,9 @@ def local_id() -> str | None:
         return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
         return None
+
+
+_HOST = socket.gethostname()
 
 
 def _owner_is_gone(owner: str) -> bool:
@@ -205,6 +231,7 @@ class Job:
     failure_budget: int
     message: str
     result: dict[str, Any] | None
+    machine: str | None = None
 
     @property
     def preemptions_left(self) -> int:
@@ -238,6 +265,8 @@ class Attempt:
     ended_at: float | None
     exit_code: int | None
     reason: str
+    submitting_at: float | None = None
+    submitting_by: str | None = None
 
     @property
     def key(self) -> str:
@@ -411,7 +440,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ jobs
 
-    def create_job(self, spec: JobSpec, spec_path: str | Path | None = None) -> str:
+    def create_job(self, spec: JobSpec, spec_path: str | Path | None = None, machine: str | None = None) -> str:
         """Record a new QUEUED job for ``spec`` and return its id, ``<name>-<6 hex>``."""
         spec_json = json.dumps(redact_spec(spec.model_dump(mode="json")), sort_keys=True)
         now = time.time()
@@ -422,12 +451,12 @@ class Ledger:
                     break
             db.execute(
                 "INSERT INTO jobs (id, name, spec_json, spec_path, backend, array_size, state,"
-                " created_at, updated_at, preemption_budget, failure_budget)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, preemption_budget, failure_budget, machine)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id, spec.name, spec_json, None if spec_path is None else str(spec_path),
                     spec.backend, spec.array, JobState.QUEUED.value, now, now,
-                    spec.retries.preemptions, spec.retries.failures,
+                    spec.retries.preemptions, spec.retries.failures, machine,
                 ),
             )  # fmt: skip
         return job_id
@@ -541,6 +570,40 @@ class Ledger:
             )
             row = db.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone()
         return _attempt(row)
+
+    def begin_submit(self, attempt_ids: Iterable[int], owner: str, lease_left: float = 5.0) -> None:
+        """Mark reserved attempts as being submitted by ``owner`` now, under its lease.
+
+        Refused (LeaseLost) unless ``owner`` holds the job's lease for at least ``lease_left`` more
+        seconds, and (SubmitInProgress) when another watcher marked one within the grace period.
+        """
+        ids = list(attempt_ids)
+        now = time.time()
+        with self._write() as db:
+            for attempt_id in ids:
+                row = self._require_attempt(db, attempt_id)
+                lease = db.execute("SELECT owner, expires_at FROM leases WHERE job_id = ?", (row["job_id"],)).fetchone()
+                if lease is None or lease["owner"] != owner or lease["expires_at"] - now < lease_left:
+                    raise LeaseLost(f"watcher {owner} does not hold the lease on job {row['job_id']} for another "
+                                    f"{lease_left:g}s; not submitting")
+                if row["backend_id"] is not None:
+                    raise SubmitInProgress(f"attempt {row['number']} of {row['job_id']} is submitted already")
+                if row["submitting_by"] not in (None, owner) and now - (row["submitting_at"] or 0) < \
+                        self.submit_grace(row["submitting_by"]):
+                    raise SubmitInProgress(f"attempt {row['number']} of {row['job_id']} is being submitted by "
+                                           f"{row['submitting_by']}")
+                db.execute("UPDATE attempts SET submitting_at = ?, submitting_by = ? WHERE id = ?",
+                           (now, owner, attempt_id))
+
+    def submit_grace(self, owner: str | None) -> float:
+        """Seconds to leave an attempt marked by ``owner`` alone: shorter when its process is known dead."""
+        if owner is None:
+            return 0.0
+        lease = self._read("SELECT local_id FROM leases WHERE owner = ? LIMIT 1", (owner,))
+        same_machine = (lease and lease[0]["local_id"] == self._local_id) or owner.split(":")[0] == _HOST
+        if self._local_id is not None and same_machine and _owner_is_gone(owner):
+            return DEAD_SUBMIT_GRACE
+        return SUBMIT_GRACE
 
     def record_submitted(self, attempt_id: int, backend_id: str) -> Attempt:
         """Record the backend's id for a reserved attempt; the same id again is a no-op."""

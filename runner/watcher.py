@@ -51,7 +51,13 @@ from tenacity import (
 from runner.backends import Backend, Submission, get_backend
 from runner.contract import STATE_HALTED
 from runner.cost.interval import estimate_from_ledger
-from runner.errors import BackendError, BackendUnavailable, RunnerError, SubmitError
+from runner.errors import (
+    BackendError,
+    BackendUnavailable,
+    LedgerError,
+    RunnerError,
+    SubmitError,
+)
 from runner.ledger import (
     LEASE_TTL,
     Attempt,
@@ -61,6 +67,7 @@ from runner.ledger import (
     JobStateChanged,
     LeaseLost,
     Ledger,
+    SubmitInProgress,
 )
 from runner.policy import Move, Stop, as_halted, decide
 from runner.spec import JobSpec, load_spec
@@ -275,6 +282,19 @@ class Watcher:
             self._emit(job_id, text)
 
     def _adopt_or_submit(self, job: Job, attempt: Attempt) -> None:
+        """An attempt reserved but not recorded as submitted: adopt it where the backend has it, else submit.
+
+        While another watcher's submit of it may be in flight (its mark is younger than the grace
+        period), wait: it records the id, or its mark grows old and this pass asks the backend.
+        """
+        if attempt.submitting_by not in (None, self.owner):
+            age = time.time() - (attempt.submitting_at or 0)
+            grace = self.ledger.submit_grace(attempt.submitting_by)
+            if age < grace:
+                self._emit_once(attempt.id, job.id, f"attempt {attempt.number} is being submitted by "
+                                                    f"{attempt.submitting_by}; waiting up to {grace - age:.0f}s "
+                                                    "before asking the backend")
+                return
         backend = self.backend(attempt.backend)
         found = backend.find(self._submission(resolve_secrets(job.spec(), job), job, attempt))
         if found is not None:
@@ -365,22 +385,31 @@ class Watcher:
                 for sub in subs:
                     sub.env.update(estimate.env())
             backend = self.backend(attempts[0].backend)
+            # Marked under the lease, with time left on it: another watcher waits for this submit.
+            self.ledger.begin_submit([a.id for a in attempts], self.owner, min(10.0, self.lease_ttl / 3))
             for try_ in Retrying(stop=stop_after_attempt(self.submit_retries), reraise=True,
-                                 wait=wait_exponential(multiplier=0.5, max=8),
-                                 retry=retry_if_exception_type(SubmitError)):
+                                 wait=wait_exponential(multiplier=0.5, max=4),
+                                 retry=retry_if_exception_type(BackendUnavailable)):
                 with try_:
                     ids = backend.submit_many(subs) if len(subs) > 1 else [backend.submit(subs[0])]
+        except SubmitInProgress as exc:
+            self._emit_once(attempts[0].id, job.id, f"not submitting: {exc}")
+            return
         except BackendUnavailable as exc:  # not the attempt's fault: it stays reserved, tried next pass
             self._emit_once(attempts[0].id, job.id, f"attempt {attempts[0].number} waits for its backend: {exc}")
             return
-        except (SubmitError, RetryError) as exc:
+        except (SubmitError, RetryError) as exc:  # the service refused the request: failed at once
             for attempt in attempts:
                 self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.FAILED, f"submit failed: {exc}"))
             self._emit(job.id, f"attempt {attempts[0].number} could not be submitted: {exc}")
             return
         for attempt, backend_id in zip(attempts, ids):
             self._warned_unknown.discard(attempt.id)
-            self.ledger.record_submitted(attempt.id, backend_id)
+            try:
+                self.ledger.record_submitted(attempt.id, backend_id)
+            except LedgerError as exc:  # another watcher recorded its own submit meanwhile: ours is extra
+                self._emit(job.id, f"attempt {attempt.number}: {exc}; stopping the extra {backend_id[:24]}")
+                backend.cancel(backend_id)
 
     def _finish(self, job: Job, state: JobState, message: str) -> None:
         if state == JobState.SUCCEEDED:

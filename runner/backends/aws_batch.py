@@ -1,15 +1,15 @@
-"""Run attempts on AWS Batch (spot compute) through boto3.
+"""Run attempts on AWS Batch (spot compute) through boto3, on the shared cloud skeleton.
 
 Ids carry their region, so a watcher with no settings can poll them: ``<region>/<jobId>`` for
 a job and ``<region>/<parentJobId>:<index>`` for an array child. The endpoint comes from boto3's
-own chain (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_BATCH`` point it at moto).
+own chain (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_BATCH`` point it at moto). The requests
+(job definition, submit, retry strategy) are built in :mod:`runner.backends.aws_setup`.
 
-Each spec gets one job definition, named after the spec and a hash of its content, so the same
-spec reuses one revision. Per-attempt values (``RUNNER_JOB_ID``, ``RUNNER_ATTEMPT``,
-``RUNNER_CHECKPOINT_URI``) travel as ``containerOverrides``. Env values are passed as given and
-never logged. Batch retries spot reclaims (``Host EC2*``) and exit 75 itself, a few times; past
-that the job FAILS with the reclaim's reason, :func:`classify` says PREEMPTED and the watcher
-submits the next attempt.
+Batch retries spot reclaims (``Host EC2*``) and exit 75 itself, a few times; past that the job
+FAILS with the reclaim's reason, :func:`classify` says PREEMPTED and the watcher submits the next
+attempt. Batch does not refuse a second job of the same name, so :meth:`AwsBatchBackend.lookup`
+(the watcher's ``find`` before it submits an attempt it may have submitted already) lists the
+queue's jobs by name.
 
 Polling: ``describe_jobs`` in batches of 100. Array children are described the same way, or,
 for big arrays, listed per status with ``list_jobs(arrayJobId=..., jobStatus=...)`` (1,000 a
@@ -22,8 +22,6 @@ CMD only); multi-node jobs on spot (Batch refuses them).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -33,13 +31,19 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pydantic import Field
-
-from runner import contract
-from runner.backends.base import Backend, Submission
+from runner.backends.aws_setup import (
+    AwsSettings,
+    aws_settings,
+    definition_request,
+    job_name,
+    required,
+    submit_request,
+)
+from runner.backends.base import Submission
+from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
 from runner.cost.table import PriceTable
-from runner.errors import BackendError, SubmitError
-from runner.spec.model import JobSpec, SpecModel
+from runner.errors import BackendError
+from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.aws_batch")
@@ -47,42 +51,12 @@ log = logging.getLogger("runner.backends.aws_batch")
 DESCRIBE_BATCH = 100          # describe_jobs takes at most 100 ids
 LIST_PAGE = 1000              # list_jobs with jobStatus returns at most 1000 a page
 MAX_ARRAY = 10_000
-EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 PREEMPT_REASON = "Host EC2"   # "Host EC2 (instance i-...) terminated."
 CANCEL_REASON = "spot-runner: cancelled by the user"
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-PER_ATTEMPT_ENV = ("RUNNER_JOB_ID", "RUNNER_ATTEMPT", "RUNNER_CHECKPOINT_URI")
-#: Set on array jobs: the task appends "/<value of this variable>" to RUNNER_CHECKPOINT_URI.
-ARRAY_INDEX_ENV = "RUNNER_ARRAY_INDEX_VAR"
 PROGRESSION = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 _WAITING = frozenset(PROGRESSION[:4])
-_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 _ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)/([A-Za-z0-9-]+)(?::(\d+))?$")
-
-
-class AwsSettings(SpecModel):
-    """The ``aws:`` section; ``runner init aws`` can create what it names."""
-
-    region: str | None = None
-    job_queue: str | None = None
-    compute_environment: str | None = None
-    instance_types: list[str] = Field(default_factory=list, max_length=100)
-    subnets: list[str] = Field(default_factory=list, max_length=100)
-    security_group_ids: list[str] = Field(default_factory=list, max_length=100)
-    instance_role: str | None = None
-    service_role: str | None = None
-    max_vcpus: int | None = Field(default=None, ge=1, le=1_000_000)
-    job_role_arn: str | None = None
-    log_group: str | None = None
-
-
-def aws_settings(spec: JobSpec) -> AwsSettings:
-    """Return the spec's ``aws:`` section (empty settings when it has none)."""
-    section = spec.section("aws")
-    return section if isinstance(section, AwsSettings) else AwsSettings()
-
-
-# ---------------------------------------------------------------------------- pure functions
 
 
 def classify(job: dict[str, Any]) -> AttemptStatus:
@@ -118,89 +92,17 @@ def classify(job: dict[str, Any]) -> AttemptStatus:
         return AttemptStatus(AttemptState.PREEMPTED, f"spot reclaim: {preempted}", exit_code, started, ended)
     if any(r.startswith(CANCEL_REASON) for r in reasons) or job.get("isCancelled"):
         return AttemptStatus(AttemptState.CANCELLED, reason or "cancelled", exit_code, started, ended)
-    if exit_code == EXIT_PREEMPTED:
-        return AttemptStatus(AttemptState.PREEMPTED, "exit 75: stopped after a preemption notice",
-                             exit_code, started, ended)
+    contract_state = exit_state(exit_code)
+    if contract_state in EXIT_REASONS:
+        return AttemptStatus(contract_state, EXIT_REASONS[contract_state], exit_code, started, ended)
     text = reason or "failed"
     if exit_code is not None:
         text += f" (exit {exit_code})"
     return AttemptStatus(AttemptState.FAILED, text, exit_code, started, ended)
 
 
-def job_name(key: str) -> str:
-    """Return ``key`` as a Batch job name: ``[A-Za-z0-9][A-Za-z0-9_-]*``, at most 128 characters."""
-    name = _NAME_BAD.sub("-", key).lstrip("-_")
-    if not name:
-        name = "job"
-    if len(name) > 128:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-        name = name[:119] + "-" + digest
-    return name
-
-
-def retry_strategy(spec: JobSpec) -> dict[str, Any]:
-    """Retry spot reclaims and exit 75 inside Batch (a few times); exit on anything else."""
-    attempts = max(1, min(5, spec.retries.preemptions + 1))
-    return {"attempts": attempts, "evaluateOnExit": [
-        {"onStatusReason": "Host EC2*", "action": "RETRY"},
-        {"onExitCode": str(EXIT_PREEMPTED), "action": "RETRY"},
-        {"onReason": "*", "action": "EXIT"},
-    ]}
-
-
-def definition_request(spec: JobSpec, env: dict[str, str]) -> dict[str, Any]:
-    """Return ``register_job_definition``'s arguments for ``spec`` (stable env only)."""
-    res = spec.resources
-    requirements = [{"type": "VCPU", "value": str(max(1, math.ceil(res.cpus)))},
-                    {"type": "MEMORY", "value": str(max(4, math.ceil(res.memory_bytes / 2**20)))}]
-    if res.gpus:
-        requirements.append({"type": "GPU", "value": str(res.gpus)})
-    container: dict[str, Any] = {
-        "image": spec.image,
-        "resourceRequirements": requirements,
-        "environment": [{"name": k, "value": v} for k, v in sorted(env.items()) if k not in PER_ATTEMPT_ENV],
-    }
-    command = [*(spec.command or []), *spec.args]
-    if command:
-        container["command"] = command
-    settings = aws_settings(spec)
-    if settings.job_role_arn:
-        container["jobRoleArn"] = settings.job_role_arn
-    if settings.log_group:
-        container["logConfiguration"] = {"logDriver": "awslogs",
-                                         "options": {"awslogs-group": settings.log_group}}
-    request: dict[str, Any] = {"type": "container", "containerProperties": container,
-                               "retryStrategy": retry_strategy(spec),
-                               "tags": {"spot-runner.spec": spec.name}}
-    if spec.timeout_s is not None:
-        request["timeout"] = {"attemptDurationSeconds": max(60, math.ceil(spec.timeout_s))}
-    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
-    request["jobDefinitionName"] = job_name(f"spot-runner-{spec.name}-{digest}")
-    return {"jobDefinitionName": request.pop("jobDefinitionName"), **request}
-
-
-def submit_request(sub: Submission, definition: str, array_size: int | None = None) -> dict[str, Any]:
-    """Return ``submit_job``'s arguments for one attempt (or an array of ``array_size``)."""
-    spec = sub.spec
-    env = {k: sub.env[k] for k in PER_ATTEMPT_ENV if k in sub.env}
-    if array_size is not None:  # every child sees the base URI and appends its own index
-        env["RUNNER_CHECKPOINT_URI"] = sub.checkpoint_uri.rsplit("/", 1)[0]
-        env[ARRAY_INDEX_ENV] = "AWS_BATCH_JOB_ARRAY_INDEX"
-    request: dict[str, Any] = {
-        "jobName": job_name(sub.key),
-        "jobQueue": _settings(spec, "job_queue"),
-        "jobDefinition": definition,
-        "containerOverrides": {"environment": [{"name": k, "value": v} for k, v in sorted(env.items())]},
-        "retryStrategy": retry_strategy(spec),
-        "tags": {"spot-runner.job": sub.job_id, "spot-runner.key": sub.key,
-                 "spot-runner.attempt": str(sub.attempt)},
-        "propagateTags": True,
-    }
-    if array_size is not None:
-        request["arrayProperties"] = {"size": array_size}
-    if spec.timeout_s is not None:
-        request["timeout"] = {"attemptDurationSeconds": max(60, math.ceil(spec.timeout_s))}
-    return request
+def _seconds(ms: Any) -> float | None:
+    return ms / 1000.0 if isinstance(ms, (int, float)) and ms > 0 else None
 
 
 def parse_id(backend_id: str) -> tuple[str, str, int | None]:
@@ -212,19 +114,17 @@ def parse_id(backend_id: str) -> tuple[str, str, int | None]:
     return m.group(1), m.group(2), None if m.group(3) is None else int(m.group(3))
 
 
-# ---------------------------------------------------------------------------- the backend
-
-
-class AwsBatchBackend(Backend):
+class AwsBatchBackend(CloudBatchBackend):
     """Run each attempt as an AWS Batch job on a spot compute environment."""
 
     name = "aws"
-    summary = "AWS Batch, spot compute environment"
+    summary = "AWS Batch"
     settings_model = AwsSettings
     required = ("job_queue",)
     uri_example = "s3://bucket/prefix"
     notice = "aws"
     extra = "aws"
+    batch_size = None  # describe() batches by 100 itself and lists big arrays per status
 
     @classmethod
     def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
@@ -235,12 +135,18 @@ class AwsBatchBackend(Backend):
         region = aws.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         return "aws", region, aws.instance_types[0]
 
-    def __init__(self, region: str | None = None, endpoint_url: str | None = None,
-                 config: Any = None) -> None:
+    @classmethod
+    def init(cls, spec: JobSpec, echo: Any) -> None:
+        """Create or update the spot compute environment and the job queue (``runner init aws``)."""
+        from runner.backends.aws_setup import ensure_batch
+
+        backend = cls(region=aws_settings(spec).region)
+        ensure_batch(backend.client("batch", backend._region(spec)), spec, echo)
+
+    def __init__(self, region: str | None = None, endpoint_url: str | None = None, config: Any = None) -> None:
         try:
             import boto3
             from botocore.config import Config
-            from botocore.exceptions import BotoCoreError, ClientError
         except ImportError as exc:
             raise BackendError("the aws backend needs boto3: pip install 'spot-runner[aws]'") from exc
         self._session = boto3.session.Session()
@@ -253,7 +159,6 @@ class AwsBatchBackend(Backend):
         self._queues: dict[str, set[str]] = {}     # region -> queues submitted to by this process
         self._status_count: dict[str, int] = {}    # parent -> non-empty statuses at the last poll
         self._lock = threading.Lock()
-        self._errors: tuple[type[BaseException], ...] = (BotoCoreError, ClientError)
 
     def client(self, service: str = "batch", region: str | None = None) -> Any:
         """Return (and keep) a boto3 client for ``service`` in ``region``."""
@@ -267,42 +172,33 @@ class AwsBatchBackend(Backend):
                 self._clients[key] = self._session.client(service, **kwargs)
             return self._clients[key]
 
-    # ------------------------------------------------------------------ submit
+    # ------------------------------------------------------------------ the cloud's calls
 
-    def submit(self, sub: Submission) -> str:
-        """Register (once) the spec's job definition and submit the attempt; return its id."""
-        region = self._region(sub.spec)
-        batch = self.client("batch", region)
-        definition = self._definition(batch, region, sub.spec, sub.env)
-        try:
-            answer = batch.submit_job(**submit_request(sub, definition))
-        except self._errors as exc:
-            raise SubmitError(_explain(exc, f"cannot submit {sub.key} to AWS Batch queue "
-                                            f"{_settings(sub.spec, 'job_queue')} in {region}")) from exc
-        self._queues.setdefault(region, set()).add(_settings(sub.spec, "job_queue"))
-        return f"{region}/{answer['jobId']}"
-
-    def submit_many(self, subs: Sequence[Submission]) -> list[str]:
-        """Submit array children 0..n-1 of one attempt number as one array job; ids ``<parent>:<i>``."""
-        first = subs[0] if subs else None
-        uniform = (first is not None and 2 <= len(subs) <= MAX_ARRAY
-                   and [s.array_index for s in subs] == list(range(len(subs)))
-                   and all(s.attempt == first.attempt and s.spec is first.spec for s in subs)
-                   and all(s.checkpoint_uri == f"{first.checkpoint_uri.rsplit('/', 1)[0]}/{s.array_index}"
-                           for s in subs))
-        if not uniform:
-            return super().submit_many(subs)
-        assert first is not None
+    def create(self, subs: Sequence[Submission]) -> list[str]:
+        """One job per attempt, or array children 0..n-1 of one attempt number as one array job."""
+        first = subs[0]
         region = self._region(first.spec)
         batch = self.client("batch", region)
         definition = self._definition(batch, region, first.spec, first.env)
-        try:
+        queue = required(first.spec, "job_queue")
+        if len(subs) > 1 and self._uniform(subs):
             answer = batch.submit_job(**submit_request(first, definition, array_size=len(subs)))
-        except self._errors as exc:
-            raise SubmitError(_explain(exc, f"cannot submit the {len(subs)}-child array {first.key} "
-                                            f"to AWS Batch in {region}")) from exc
-        self._queues.setdefault(region, set()).add(_settings(first.spec, "job_queue"))
-        return [f"{region}/{answer['jobId']}:{i}" for i in range(len(subs))]
+            self._queues.setdefault(region, set()).add(queue)
+            return [f"{region}/{answer['jobId']}:{i}" for i in range(len(subs))]
+        ids = []
+        for sub in subs:
+            answer = batch.submit_job(**submit_request(sub, definition))
+            self._queues.setdefault(region, set()).add(queue)
+            ids.append(f"{region}/{answer['jobId']}")
+        return ids
+
+    @staticmethod
+    def _uniform(subs: Sequence[Submission]) -> bool:
+        first = subs[0]
+        return (len(subs) <= MAX_ARRAY and [s.array_index for s in subs] == list(range(len(subs)))
+                and all(s.attempt == first.attempt and s.spec is first.spec for s in subs)
+                and all(s.checkpoint_uri == f"{first.checkpoint_uri.rsplit('/', 1)[0]}/{s.array_index}"
+                        for s in subs))
 
     def _definition(self, batch: Any, region: str, spec: JobSpec, env: dict[str, str]) -> str:
         """Return ``name:revision`` of the spec's job definition, registering it when missing."""
@@ -310,65 +206,48 @@ class AwsBatchBackend(Backend):
         name = request["jobDefinitionName"]
         if (region, name) in self._definitions:
             return self._definitions[(region, name)]
-        try:
-            found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
-            revisions = sorted(int(d["revision"]) for d in found.get("jobDefinitions", []))
-            if revisions:
-                ref = f"{name}:{revisions[-1]}"
-            else:
-                answer = batch.register_job_definition(**request)
-                ref = f"{answer['jobDefinitionName']}:{answer['revision']}"
-                log.info("registered job definition %s for %s (%s)", ref, spec.name, spec.image)
-        except self._errors as exc:
-            raise SubmitError(_explain(exc, f"cannot register the job definition for {spec.name}")) from exc
+        found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
+        revisions = sorted(int(d["revision"]) for d in found.get("jobDefinitions", []))
+        if revisions:
+            ref = f"{name}:{revisions[-1]}"
+        else:
+            answer = batch.register_job_definition(**request)
+            ref = f"{answer['jobDefinitionName']}:{answer['revision']}"
+            log.info("registered job definition %s for %s (%s)", ref, spec.name, spec.image)
         self._definitions[(region, name)] = ref
         return ref
 
-    # ------------------------------------------------------------------ poll
+    def split_id(self, backend_id: str) -> tuple[str, str]:
+        region, job_id, index = parse_id(backend_id)
+        return region, job_id if index is None else f"{job_id}:{index}"
 
-    def poll(self, ids: Sequence[str]) -> dict[str, AttemptStatus]:
-        """Return every id's status: describe_jobs by 100, big arrays listed per status."""
-        result: dict[str, AttemptStatus] = {}
-        by_region: dict[str, tuple[list[tuple[str, str]], dict[str, list[tuple[str, int]]]]] = {}
-        for backend_id in dict.fromkeys(ids):
-            try:
-                region, job_id, index = parse_id(backend_id)
-            except BackendError as exc:
-                result[backend_id] = AttemptStatus(AttemptState.UNKNOWN, str(exc))
-                continue
-            plain, arrays = by_region.setdefault(region, ([], {}))
-            if index is None:
-                plain.append((backend_id, job_id))
-            else:
-                arrays.setdefault(job_id, []).append((backend_id, index))
-        for region, (plain, arrays) in by_region.items():
-            try:
-                result.update(self._poll_region(region, plain, arrays))
-            except self._errors as exc:  # the service is unreachable or refuses
-                unknown = AttemptStatus(AttemptState.UNKNOWN, _explain(exc, f"cannot poll AWS Batch in {region}"))
-                result.update({bid: unknown for bid, _ in plain})
-                result.update({bid: unknown for kids in arrays.values() for bid, _ in kids})
-        return result
-
-    def _poll_region(self, region: str, plain: list[tuple[str, str]],
-                     arrays: dict[str, list[tuple[str, int]]]) -> dict[str, AttemptStatus]:
+    def describe(self, region: str, members: list[str]) -> dict[str, Any]:
+        """describe_jobs by 100; the children of a big array listed per status instead."""
         batch = self.client("batch", region)
-        wanted = [job_id for _, job_id in plain]
+        arrays: dict[str, list[str]] = {}
+        for member in members:
+            if ":" in member:
+                arrays.setdefault(member.split(":", 1)[0], []).append(member)
         listed = [p for p, kids in arrays.items() if self._list_children(p, len(kids))]
-        wanted += listed
-        for parent, kids in arrays.items():
-            if parent not in listed:
-                wanted += [f"{parent}:{i}" for _, i in kids]
-        described = self._describe(batch, wanted)
-        result = {bid: _found(described.get(job_id), job_id) for bid, job_id in plain}
-        for parent, kids in arrays.items():
-            if parent in listed:
-                children = self._children(batch, parent, described.get(parent))
-            else:
-                children = described
-            for bid, i in kids:
-                result[bid] = _found(children.get(f"{parent}:{i}"), f"{parent}:{i}")
-        return result
+        wanted = [m for m in members if ":" not in m or m.split(":", 1)[0] not in listed] + listed
+        found = self._describe(batch, wanted)
+        for parent in listed:
+            found.update(self._children(batch, parent, found.get(parent)))
+        return found
+
+    def classify_record(self, region: str, member: str, record: Any) -> AttemptStatus:
+        return classify(record)
+
+    def missing(self, region: str, member: str) -> AttemptStatus:
+        return AttemptStatus(AttemptState.FAILED, f"AWS Batch does not know job {member} "
+                                                  "(ended more than a day ago, or deleted)")
+
+    def _describe(self, batch: Any, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(job_ids), DESCRIBE_BATCH):
+            answer = batch.describe_jobs(jobs=job_ids[start:start + DESCRIBE_BATCH])
+            found.update({str(job["jobId"]): job for job in answer.get("jobs", [])})
+        return found
 
     def _list_children(self, parent: str, count: int) -> bool:
         """Return True when listing the children per status costs fewer calls than describing them."""
@@ -401,16 +280,25 @@ class AwsBatchBackend(Backend):
                     break
         return children
 
-    # ------------------------------------------------------------------ cancel, logs, find
-
-    def cancel(self, backend_id: str) -> None:
+    def stop(self, backend_id: str) -> None:
         """Terminate the job (queued or running); a job that has ended is left as it is."""
-        region, job_id, index = parse_id(backend_id)
-        target = job_id if index is None else f"{job_id}:{index}"
-        try:
-            self.client("batch", region).terminate_job(jobId=target, reason=CANCEL_REASON)
-        except self._errors as exc:
-            raise BackendError(_explain(exc, f"cannot terminate {backend_id}")) from exc
+        region, target = self.split_id(backend_id)
+        self.client("batch", region).terminate_job(jobId=target, reason=CANCEL_REASON)
+
+    def lookup(self, sub: Submission) -> str | None:
+        """Return the newest job named after ``sub``'s key in its region's queues, or None."""
+        region = self._region(sub.spec)
+        batch = self.client("batch", region)
+        name = job_name(sub.key)
+        queues = set(self._queues.get(region, set())) | {required(sub.spec, "job_queue")}
+        found: list[dict[str, Any]] = []
+        for queue in sorted(queues):  # with a JOB_NAME filter, list_jobs returns jobs of every status
+            answer = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}])
+            found += [j for j in answer.get("jobSummaryList", []) if j.get("jobName") == name]
+        if not found:
+            return None
+        newest = max(found, key=lambda j: j.get("createdAt") or 0)
+        return f"{region}/{newest['jobId']}"
 
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the attempt's CloudWatch log lines (follow them while the job runs)."""
@@ -420,8 +308,8 @@ class AwsBatchBackend(Backend):
         while True:
             try:
                 jobs = self.client("batch", region).describe_jobs(jobs=[target]).get("jobs", [])
-            except self._errors as exc:
-                raise BackendError(_explain(exc, f"cannot describe {backend_id}")) from exc
+            except Exception as exc:
+                raise BackendError(f"cannot describe {backend_id}: {self.explain(exc)}") from exc
             if not jobs:
                 raise BackendError(f"AWS Batch does not know {backend_id}: jobs are kept for about a day "
                                    "after they end")
@@ -457,39 +345,11 @@ class AwsBatchBackend(Backend):
             kwargs["nextToken"] = token
         try:
             answer = logs.get_log_events(**kwargs)
-        except self._errors as exc:
-            raise BackendError(_explain(exc, f"cannot read the CloudWatch stream {group}/{stream}")) from exc
+        except Exception as exc:
+            raise BackendError(f"cannot read the CloudWatch stream {group}/{stream}: {self.explain(exc)}") from exc
         lines = [str(e.get("message", "")).rstrip("\n") for e in answer.get("events", [])]
         following = answer.get("nextForwardToken")
         return (following if following != token else token), lines
-
-    def find(self, sub: Submission) -> str | None:
-        """Return the newest job named after ``sub``'s key in its region's queues, or None."""
-        key = sub.key
-        region = self._region(sub.spec)
-        batch = self.client("batch", region)
-        try:
-            queues = set(self._queues.get(region, set()))
-            for page in batch.get_paginator("describe_job_queues").paginate():
-                queues.update(q["jobQueueName"] for q in page.get("jobQueues", []))
-            found: list[dict[str, Any]] = []
-            for queue in sorted(queues):
-                answer = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name(key)]}])
-                found += [j for j in answer.get("jobSummaryList", []) if j.get("jobName") == job_name(key)]
-        except self._errors as exc:
-            raise BackendError(_explain(exc, f"cannot list AWS Batch jobs in {region}")) from exc
-        if not found:
-            return None
-        newest = max(found, key=lambda j: j.get("createdAt") or 0)
-        return f"{region}/{newest['jobId']}"
-
-    @classmethod
-    def init(cls, spec: JobSpec, echo: Any) -> None:
-        """Create or update the spot compute environment and the job queue (``runner init aws``)."""
-        from runner.backends.aws_setup import ensure_batch
-
-        backend = cls(region=aws_settings(spec).region)
-        ensure_batch(backend.client("batch", backend._region(spec)), spec, echo)
 
     def _region(self, spec: JobSpec) -> str:
         return aws_settings(spec).region or self.default_region
@@ -498,39 +358,4 @@ class AwsBatchBackend(Backend):
         self._clients.clear()
 
 
-# ---------------------------------------------------------------------------- helpers
-
-
-def _found(job: dict[str, Any] | None, job_id: str) -> AttemptStatus:
-    if job is None:
-        return AttemptStatus(AttemptState.FAILED, f"AWS Batch does not know job {job_id} "
-                                                  "(ended more than a day ago, or deleted)")
-    return classify(job)
-
-
-def _settings(spec: JobSpec, field: str) -> str:
-    value = getattr(aws_settings(spec), field, None)
-    if not value:
-        raise SubmitError(f"field 'aws.{field}' is required with backend aws; add {field}: ... under aws:")
-    return str(value)
-
-
-def _seconds(ms: Any) -> float | None:
-    return ms / 1000.0 if isinstance(ms, (int, float)) and ms > 0 else None
-
-
-def _explain(exc: BaseException, what: str) -> str:
-    """One line for a botocore error: the service's code and message, or that it is unreachable."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        err = response["Error"]
-        text = f"{what}: {err.get('Code', 'error')}: {err.get('Message', '')}"
-    else:
-        text = f"{what}: cannot reach AWS ({type(exc).__name__}: {exc}); check the network, " \
-               "AWS_ENDPOINT_URL and the region"
-    text = " ".join(text.split())
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-__all__ = ["AwsBatchBackend", "AwsSettings", "aws_settings", "classify", "definition_request", "job_name", "parse_id", "retry_strategy",
-           "submit_request"]
+__all__ = ["AwsBatchBackend", "AwsSettings", "classify", "parse_id"]

@@ -1,4 +1,11 @@
-"""``runner init aws``: create or update, idempotently, a spot compute environment and a job queue.
+"""AWS Batch: the spec's ``aws:`` section, the requests the backend sends, and ``runner init aws``.
+
+The requests: one job definition per spec (named after the spec and a hash of its content, so the
+same spec reuses one revision; per-attempt values travel as ``containerOverrides``), a retry
+strategy that lets Batch retry spot reclaims (``Host EC2*``) and exit 75 itself a few times, and
+job names made from the attempt's key (what ``find`` looks them up by).
+
+``runner init aws`` creates or updates, idempotently, a spot compute environment and a job queue.
 
 The compute environment is MANAGED, ``SPOT`` with ``SPOT_PRICE_CAPACITY_OPTIMIZED`` allocation,
 ``minvCpus`` 0 (nothing runs, nothing is paid) and the spec's ``max_vcpus``, instance types,
@@ -13,16 +20,136 @@ of 1 the token's answer never reaches a container). A launch template the user s
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.backends.aws_batch import AwsSettings, aws_settings
-from runner.errors import BackendError
-from runner.spec.model import JobSpec
+from pydantic import Field
+
+from runner import contract
+from runner.backends.transient import describe
+from runner.errors import BackendError, SubmitError
+from runner.spec.model import JobSpec, SpecModel
+
+if TYPE_CHECKING:
+    from runner.backends.base import Submission
+
+EXIT_PREEMPTED = contract.EXIT_PREEMPTED
+PER_ATTEMPT_ENV = (contract.JOB_ID, contract.ATTEMPT, contract.CHECKPOINT_URI)
+_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 
 DEFAULT_MAX_VCPUS = 256
 WAIT_S = 300
+
+
+class AwsSettings(SpecModel):
+    """The ``aws:`` section; ``runner init aws`` can create what it names."""
+
+    region: str | None = None
+    job_queue: str | None = None
+    compute_environment: str | None = None
+    instance_types: list[str] = Field(default_factory=list, max_length=100)
+    subnets: list[str] = Field(default_factory=list, max_length=100)
+    security_group_ids: list[str] = Field(default_factory=list, max_length=100)
+    instance_role: str | None = None
+    service_role: str | None = None
+    max_vcpus: int | None = Field(default=None, ge=1, le=1_000_000)
+    job_role_arn: str | None = None
+    log_group: str | None = None
+
+
+def aws_settings(spec: JobSpec) -> AwsSettings:
+    """Return the spec's ``aws:`` section (empty settings when it has none)."""
+    section = spec.section("aws")
+    return section if isinstance(section, AwsSettings) else AwsSettings()
+
+
+def job_name(key: str) -> str:
+    """Return ``key`` as a Batch job name: ``[A-Za-z0-9][A-Za-z0-9_-]*``, at most 128 characters."""
+    name = _NAME_BAD.sub("-", key).lstrip("-_")
+    if not name:
+        name = "job"
+    if len(name) > 128:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+        name = name[:119] + "-" + digest
+    return name
+
+
+def retry_strategy(spec: JobSpec) -> dict[str, Any]:
+    """Retry spot reclaims and exit 75 inside Batch (a few times); exit on anything else."""
+    attempts = max(1, min(5, spec.retries.preemptions + 1))
+    return {"attempts": attempts, "evaluateOnExit": [
+        {"onStatusReason": "Host EC2*", "action": "RETRY"},
+        {"onExitCode": str(EXIT_PREEMPTED), "action": "RETRY"},
+        {"onReason": "*", "action": "EXIT"},
+    ]}
+
+
+def definition_request(spec: JobSpec, env: dict[str, str]) -> dict[str, Any]:
+    """Return ``register_job_definition``'s arguments for ``spec`` (stable env only)."""
+    res = spec.resources
+    requirements = [{"type": "VCPU", "value": str(max(1, math.ceil(res.cpus)))},
+                    {"type": "MEMORY", "value": str(max(4, math.ceil(res.memory_bytes / 2**20)))}]
+    if res.gpus:
+        requirements.append({"type": "GPU", "value": str(res.gpus)})
+    container: dict[str, Any] = {
+        "image": spec.image,
+        "resourceRequirements": requirements,
+        "environment": [{"name": k, "value": v} for k, v in sorted(env.items()) if k not in PER_ATTEMPT_ENV],
+    }
+    command = [*(spec.command or []), *spec.args]
+    if command:
+        container["command"] = command
+    settings = aws_settings(spec)
+    if settings.job_role_arn:
+        container["jobRoleArn"] = settings.job_role_arn
+    if settings.log_group:
+        container["logConfiguration"] = {"logDriver": "awslogs",
+                                         "options": {"awslogs-group": settings.log_group}}
+    request: dict[str, Any] = {"type": "container", "containerProperties": container,
+                               "retryStrategy": retry_strategy(spec),
+                               "tags": {"spot-runner.spec": spec.name}}
+    if spec.timeout_s is not None:
+        request["timeout"] = {"attemptDurationSeconds": max(60, math.ceil(spec.timeout_s))}
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
+    request["jobDefinitionName"] = job_name(f"spot-runner-{spec.name}-{digest}")
+    return {"jobDefinitionName": request.pop("jobDefinitionName"), **request}
+
+
+def submit_request(sub: Submission, definition: str, array_size: int | None = None) -> dict[str, Any]:
+    """Return ``submit_job``'s arguments for one attempt (or an array of ``array_size``)."""
+    spec = sub.spec
+    env = {k: sub.env[k] for k in PER_ATTEMPT_ENV if k in sub.env}
+    if array_size is not None:  # every child sees the base URI and appends its own index
+        env[contract.CHECKPOINT_URI] = sub.checkpoint_uri.rsplit("/", 1)[0]
+        env[contract.ARRAY_INDEX_VAR] = "AWS_BATCH_JOB_ARRAY_INDEX"
+    request: dict[str, Any] = {
+        "jobName": job_name(sub.key),
+        "jobQueue": required(spec, "job_queue"),
+        "jobDefinition": definition,
+        "containerOverrides": {"environment": [{"name": k, "value": v} for k, v in sorted(env.items())]},
+        "retryStrategy": retry_strategy(spec),
+        "tags": {"spot-runner.job": sub.job_id, "spot-runner.key": sub.key,
+                 "spot-runner.attempt": str(sub.attempt)},
+        "propagateTags": True,
+    }
+    if array_size is not None:
+        request["arrayProperties"] = {"size": array_size}
+    if spec.timeout_s is not None:
+        request["timeout"] = {"attemptDurationSeconds": max(60, math.ceil(spec.timeout_s))}
+    return request
+
+
+def required(spec: JobSpec, field: str) -> str:
+    """Return a required ``aws:`` setting, or a one-line SubmitError naming it."""
+    value = getattr(aws_settings(spec), field, None)
+    if not value:
+        raise SubmitError(f"field 'aws.{field}' is required with backend aws; add {field}: ... under aws:")
+    return str(value)
 
 
 def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s: float = WAIT_S,
@@ -40,9 +167,7 @@ def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s:
         ce_arn = _ensure_compute_environment(batch, ce_name, settings, echo, wait_s, template)
         queue_arn = _ensure_queue(batch, queue, ce_arn, echo)
     except (BotoCoreError, ClientError) as exc:
-        from runner.backends.aws_batch import _explain
-
-        raise BackendError(_explain(exc, "`runner init aws` failed")) from exc
+        raise BackendError(f"`runner init aws` failed: {describe(exc)}") from exc
     return {"compute_environment": ce_arn, "job_queue": queue_arn}
 
 

@@ -45,7 +45,8 @@ from runner.backends.azure_setup import (
     settings,
     task_options,
 )
-from runner.backends.base import Backend, Submission
+from runner.backends.base import Submission
+from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
 from runner.cost.table import PriceError, PriceTable
 from runner.errors import BackendError, SubmitError
 from runner.spec.model import JobSpec
@@ -82,8 +83,10 @@ def classify(task: Mapping[str, Any], node_state: str | None = None,
     if state == "completed":
         if exit_code == 0 and not failure:
             return status(AttemptState.SUCCEEDED, "exit 0")
-        if exit_code == EXIT_PREEMPTED:
-            return status(AttemptState.PREEMPTED, "exit 75: stopped after a preemption notice")
+        if exit_state(exit_code) in EXIT_REASONS:
+            state = exit_state(exit_code)
+            assert state is not None
+            return status(state, EXIT_REASONS[state])
         if failure.get("code") == "TaskEnded":
             if previous in ("active", "preparing") and started is not None:
                 return status(AttemptState.PREEMPTED, f"requeued after {its_node} was preempted; "
@@ -119,11 +122,12 @@ def parse_id(backend_id: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-class AzureBatchBackend(Backend):
+class AzureBatchBackend(CloudBatchBackend):
     """Run each attempt as one container task on an Azure Batch pool."""
 
     name = "azure"
-    summary = "Azure Batch, low-priority nodes"
+    summary = "Azure Batch"
+    batch_size = None  # one list_tasks answers for every task of a job
     settings_model = AzureSettings
     required = ("account_url", "pool_id")
     uri_example = "az://container/prefix"
@@ -155,158 +159,111 @@ class AzureBatchBackend(Backend):
             self._clients[account_url] = self._factory(account_url)
         return self._clients[account_url]
 
-    # ------------------------------------------------------------------ submit
+    # ------------------------------------------------------------------ the cloud's calls
 
-    def submit(self, sub: Submission) -> str:
-        """Create the attempt's task (adopting one that exists under the same key); return its id."""
-        return self.submit_many([sub])[0]
-
-    def submit_many(self, subs: Sequence[Submission]) -> list[str]:
-        """Create the tasks of one job with ``create_task_collection``, 100 at a time."""
+    def create(self, subs: Sequence[Submission]) -> list[str]:
+        """Create the tasks of one job (``create_task_collection``, 100 at a time); an existing task is adopted."""
         from azure.batch import models as m
-        from azure.core.exceptions import AzureError, ResourceExistsError
+        from azure.core.exceptions import ResourceExistsError
 
-        if not subs:
-            return []
         spec = subs[0].spec
         url, job = settings(spec).account_url.rstrip("/"), azure_id(subs[0].job_id)
         client = self.client(url)
         self._ensure_job(client, url, subs[0].job_id, spec)
         tasks = [task_options(sub) for sub in subs]
-        try:
-            if len(tasks) == 1:
-                try:
-                    client.create_task(job, tasks[0])
-                except ResourceExistsError:
-                    log.info("task %s exists: adopting it", tasks[0].id)
-            else:
-                for start in range(0, len(tasks), CHUNK):
-                    group = m.BatchTaskGroup(task_values=tasks[start:start + CHUNK])
-                    result = client.create_task_collection(job, group)
-                    _check_collection(result)
-        except AzureError as exc:
-            raise SubmitError(f"cannot create task(s) in Azure job {job}: {_one_line(exc)}") from exc
+        if len(tasks) == 1:
+            try:
+                client.create_task(job, tasks[0])
+            except ResourceExistsError:
+                log.info("task %s exists: adopting it", tasks[0].id)
+        else:
+            for start in range(0, len(tasks), CHUNK):
+                result = client.create_task_collection(job, m.BatchTaskGroup(task_values=tasks[start:start + CHUNK]))
+                _check_collection(result)
         return [SEP.join((url, job, t.id)) for t in tasks]
 
     def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec) -> None:
-        from azure.core.exceptions import (
-            AzureError,
-            ResourceExistsError,
-            ResourceNotFoundError,
-        )
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
         job = azure_id(job_id)
         if (url, job) in self._jobs:
             return
         pool_id = settings(spec).pool_id
         try:
-            try:
-                client.get_pool(pool_id, select=["id", "state"])
-            except ResourceNotFoundError:
-                raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
-                                  "`runner init azure --spec <job spec>`") from None
-            try:
-                client.create_job(job_options(job_id, spec))
-                log.info("created Azure job %s on pool %s", job, pool_id)
-            except ResourceExistsError:
-                pass
-        except AzureError as exc:
-            raise SubmitError(f"cannot create Azure job {job} at {url}: {_one_line(exc)}") from exc
+            client.get_pool(pool_id, select=["id", "state"])
+        except ResourceNotFoundError:
+            raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
+                              "`runner init azure --spec <job spec>`") from None
+        try:
+            client.create_job(job_options(job_id, spec))
+            log.info("created Azure job %s on pool %s", job, pool_id)
+        except ResourceExistsError:
+            pass
         self._jobs.add((url, job))
 
-    # ------------------------------------------------------------------ poll
+    def split_id(self, backend_id: str) -> tuple[tuple[str, str], str]:
+        url, job, task = parse_id(backend_id)
+        return (url, job), task
 
     def poll(self, ids: Sequence[str]) -> dict[str, AttemptStatus]:
-        """Return every id's status: one task listing per job, one node listing per pool."""
+        self._nodes: dict[tuple[str, str], dict[str, str]] = {}  # one node listing per pool per poll
+        return super().poll(ids)
+
+    def describe(self, group: tuple[str, str], members: list[str]) -> dict[str, Any]:
+        """One task listing for the job, plus the states of the nodes its live tasks sit on."""
+        url, job = group
+        listed = {str(t["id"]): t for t in self.client(url).list_tasks(job)}
+        found = {m: listed[m] for m in members if m in listed}
+        return {m: (task, self._node_state(url, task)) for m, task in found.items()}
+
+    def _node_state(self, url: str, task: Mapping[str, Any]) -> str | None:
         from azure.core.exceptions import AzureError
 
-        wanted = list(dict.fromkeys(ids))
-        result: dict[str, AttemptStatus] = {}
-        by_job: dict[tuple[str, str], list[str]] = {}
-        for backend_id in wanted:
+        node_info = task.get("nodeInfo") or {}
+        pool, node = node_info.get("poolId"), node_info.get("nodeId")
+        if str(task.get("state")) == "completed" or not pool:
+            return None
+        if (url, str(pool)) not in self._nodes:
             try:
-                url, job, _ = parse_id(backend_id)
-            except BackendError as exc:
-                result[backend_id] = AttemptStatus(AttemptState.UNKNOWN, str(exc))
-                continue
-            by_job.setdefault((url, job), []).append(backend_id)
-        tasks: dict[str, Mapping[str, Any]] = {}
-        for (url, job), members in by_job.items():
-            try:
-                listed = {str(t["id"]): t for t in self.client(url).list_tasks(job)}
-            except AzureError as exc:
-                for backend_id in members:
-                    result[backend_id] = AttemptStatus(AttemptState.UNKNOWN,
-                                                       f"cannot list the tasks of Azure job {job}: {_one_line(exc)}")
-                continue
-            for backend_id in members:
-                task = listed.get(parse_id(backend_id)[2])
-                if task is None:
-                    result[backend_id] = AttemptStatus(AttemptState.FAILED,
-                                                       "task not found (deleted outside the runner)")
-                else:
-                    tasks[backend_id] = task
-        nodes = self._node_states(tasks)
-        for backend_id, task in tasks.items():
-            result[backend_id] = self._status(backend_id, task, nodes)
-        return result
-
-    def _node_states(self, tasks: dict[str, Mapping[str, Any]]) -> dict[tuple[str, str, str], str | None]:
-        """Return (account, pool, node) -> node state for the nodes that live tasks sit on."""
-        from azure.core.exceptions import AzureError
-
-        pools: set[tuple[str, str]] = set()
-        for backend_id, task in tasks.items():
-            node_info = task.get("nodeInfo") or {}
-            if str(task.get("state")) != "completed" and node_info.get("poolId"):
-                pools.add((parse_id(backend_id)[0], str(node_info["poolId"])))
-        states: dict[tuple[str, str, str], str | None] = {}
-        for url, pool in pools:
-            try:
-                for node in self.client(url).list_nodes(pool, select=["id", "state"]):
-                    states[(url, pool, str(node["id"]))] = str(node.get("state") or "")
+                self._nodes[(url, str(pool))] = {str(n["id"]): str(n.get("state") or "")
+                                                 for n in self.client(url).list_nodes(pool, select=["id", "state"])}
             except AzureError as exc:  # node states unknown: classify from the task alone
                 log.warning("cannot list the nodes of pool %s: %s", pool, _one_line(exc))
-        return states
+                self._nodes[(url, str(pool))] = {}
+        return self._nodes[(url, str(pool))].get(str(node))
 
-    def _status(self, backend_id: str, task: Mapping[str, Any],
-                nodes: dict[tuple[str, str, str], str | None]) -> AttemptStatus:
-        url, job, task_id = parse_id(backend_id)
-        node_info = task.get("nodeInfo") or {}
-        node_state = nodes.get((url, str(node_info.get("poolId")), str(node_info.get("nodeId"))))
+    def classify_record(self, group: tuple[str, str], member: str, record: Any) -> AttemptStatus:
+        """Classify, and end a requeued task first: the watcher's next attempt must run alone."""
+        task, node_state = record
+        url, job = group
+        backend_id = SEP.join((url, job, member))
         status = classify(task, node_state, self._seen.get(backend_id))
-        info = task.get("executionInfo") or {}
+        info, node_info = task.get("executionInfo") or {}, task.get("nodeInfo") or {}
         if status.state is AttemptState.RUNNING:
             self._seen.setdefault(backend_id, (info.get("startTime"), node_info.get("nodeId")))
         if status.state is AttemptState.PREEMPTED and str(task.get("state")) != "completed":
-            try:  # end the requeued task: the watcher's next attempt must be the only one running
-                self._terminate(url, job, task_id)
+            try:
+                self.cancel(backend_id)
             except BackendError as exc:
                 return AttemptStatus(AttemptState.UNKNOWN, f"{status.reason}, but {exc}; will retry")
         if status.is_terminal():
             self._seen.pop(backend_id, None)
         return status
 
+    def missing(self, group: tuple[str, str], member: str) -> AttemptStatus:
+        return AttemptStatus(AttemptState.FAILED, "task not found (deleted outside the runner)")
+
     # ------------------------------------------------------------------ cancel, logs, find
 
-    def cancel(self, backend_id: str) -> None:
+    def stop(self, backend_id: str) -> None:
         """Terminate the task; a task already completed or gone is fine."""
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
         url, job, task_id = parse_id(backend_id)
-        self._terminate(url, job, task_id)
-
-    def _terminate(self, url: str, job: str, task_id: str) -> None:
-        from azure.core.exceptions import (
-            AzureError,
-            ResourceExistsError,
-            ResourceNotFoundError,
-        )
-
         try:
             self.client(url).terminate_task(job, task_id)
         except (ResourceNotFoundError, ResourceExistsError):
             return  # gone, or completed already (409)
-        except AzureError as exc:
-            raise BackendError(f"cannot terminate Azure task {task_id} in job {job}: {_one_line(exc)}") from exc
 
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the task's stdout.txt then stderr.txt lines; with ``follow``, stdout as it grows."""
@@ -348,9 +305,9 @@ class AzureBatchBackend(Backend):
         except AzureError:
             return True
 
-    def find(self, sub: Submission) -> str | None:
+    def lookup(self, sub: Submission) -> str | None:
         """Return the id of the task created for ``sub``, looked up in its spec's Batch account."""
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceNotFoundError
 
         url = azure_settings(sub.spec).account_url
         if not url:
@@ -361,9 +318,10 @@ class AzureBatchBackend(Backend):
             self.client(url).get_task(job, task_id, select=["id"])
         except ResourceNotFoundError:
             return None
-        except AzureError as exc:
-            raise BackendError(f"cannot look for task {task_id} at {url}: {_one_line(exc)}") from exc
         return SEP.join((url, job, task_id))
+
+    def explain(self, exc: BaseException) -> str:
+        return _one_line(exc)
 
     @classmethod
     def init(cls, spec: JobSpec, echo: Any) -> None:

@@ -6,6 +6,8 @@ a spot reclaim ends a Batch job, which is what the classifier must recognise.
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import math
 import os
@@ -116,7 +118,7 @@ def test_submit_poll_logs_find(backend, aws):
     assert status.state == AttemptState.SUCCEEDED, status
     assert status.started_at and status.ended_at
     assert backend.find(sub) == backend_id
-    assert backend.find("never-submitted-1-1") is None
+    assert backend.find(dataclasses.replace(sub, key="never-submitted-1-1")) is None
     assert any("hello from batch" in line for line in backend.logs(backend_id))
     # the same spec reuses its job definition: one revision
     again = backend.submit(submission(s))

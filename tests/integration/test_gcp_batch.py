@@ -172,7 +172,7 @@ def test_service_down_is_unknown_then_recovers(backend, standin, home):
         standin.pause()
         try:
             status = backend.poll([attempt.backend_id])[attempt.backend_id]
-            assert status.state is AttemptState.UNKNOWN and "cannot get" in status.reason
+            assert status.state is AttemptState.UNKNOWN and "cannot poll" in status.reason
             for _ in range(3):
                 watcher.tick()
             time.sleep(7)  # the task ends meanwhile

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "localhost/py311-base:bookworm"
 TEST_IMAGE = "localhost/spot-runner-test:local"
 RUN = f"it{secrets.token_hex(3)}"  # every job id made here starts with this
-NOTICE_FILES = ("runner/__init__.py", "runner/errors.py", "runner/task/__init__.py", "runner/task/notices.py")
+NOTICE_FILES = ("runner/__init__.py", "runner/errors.py", "runner/task/__init__.py", "runner/task/notices")
 
 TASK = r'''
 """A contract-following test task: ok | exit N | sleep | oom | notices."""
@@ -190,9 +190,9 @@ def test_submit_runs_to_success(engine: docker.DockerClient, image: str, tmp_pat
     assert (status.state, status.reason, status.exit_code) == (AttemptState.SUCCEEDED, "exit 0", 0)
     assert status.started_at and status.ended_at and status.started_at <= status.ended_at <= time.time() + 1
 
-    # the checkpoint folder is mounted at the same path: the task wrote where the URI says
+    # the checkpoint folder is mounted at /checkpoints, and the task is told so: it wrote into the folder
     written = json.loads((folder / "done.json").read_text())
-    assert written == {"attempt": "3", "folder": str(folder)}
+    assert written == {"attempt": "3", "folder": "/checkpoints"}
 
     info = engine.api.inspect_container(backend_id)
     assert info["Name"] == f"/spot-runner-{sub.key}"
@@ -201,12 +201,12 @@ def test_submit_runs_to_success(engine: docker.DockerClient, image: str, tmp_pat
         "spot-runner.attempt": "3", "spot-runner.index": "0"}
     env = dict(item.split("=", 1) for item in info["Config"]["Env"])
     assert env["RUNNER_METADATA_URL"] == f"http://host.docker.internal:18169/ns/{sub.key}"
-    assert env["RUNNER_CHECKPOINT_URI"] == f"file://{folder}" and env["RUNNER_ATTEMPT"] == "3"
+    assert env["RUNNER_CHECKPOINT_URI"] == "file:///checkpoints" and env["RUNNER_ATTEMPT"] == "3"
     host = info["HostConfig"]
     assert host["NanoCpus"] == 500_000_000 and host["Memory"] == 256 * 1024 * 1024
     assert "host.docker.internal:host-gateway" in host["ExtraHosts"]
     assert host["AutoRemove"] is False
-    assert [(m["Source"], m["Destination"]) for m in info["Mounts"]] == [(str(folder), str(folder))]
+    assert [(m["Source"], m["Destination"]) for m in info["Mounts"]] == [(str(folder), "/checkpoints")]
 
     assert list(backend.logs(backend_id)) == ["hello from the task", "bye"]
     assert list(backend.logs(backend_id, follow=True)) == ["hello from the task", "bye"]
@@ -292,7 +292,7 @@ def test_an_unreachable_engine_gives_unknown(tmp_path: Path, monkeypatch: pytest
     assert statuses["abc123"].reason.startswith("cannot reach the Docker engine (")
     assert statuses["abc123"].reason.endswith("start dockerd or set DOCKER_HOST")
     with pytest.raises(BackendError, match="cannot reach the Docker engine"):
-        backend.find("some-key")
+        backend.find(make_submission(make_spec("img", ["ok"]), tmp_path / "ck"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(BackendError, match="start dockerd or set DOCKER_HOST"):
         LocalBackend(home=tmp_path / "home")

@@ -51,7 +51,8 @@ def test_only_control_plane_services_mount_the_docker_socket() -> None:
     for name, svc in mounting.items():
         assert svc["image"].startswith("localhost/runner-control:"), f"{name} mounts the socket"
         command = svc.get("command") or ["watch"]
-        assert command[0] in ("submit", "watch"), f"{name} mounts the socket but starts no containers"
+        # submit and watch start task containers; ui stops them (cancel) and reads their logs.
+        assert command[0] in ("submit", "watch", "ui"), f"{name} mounts the socket but drives no containers"
         assert not svc.get("privileged") and "cap_add" not in svc, name
     others = {name for name in compose["services"] if name not in mounting}
     for name in others:
@@ -146,11 +147,12 @@ def test_attempt_gets_only_its_checkpoint_folder_and_no_privileges(backend: Loca
     os.chown(folder.parent, 0, 0)
     script = ('id -u; id -g; touch "$CK_PATH/new" && rm -r "$CK_PATH/step-000001" '
               '&& echo wrote; test -e /var/run/docker.sock && echo SOCKET || echo no-socket')
-    spec = _spec(["sh", "-c", script], env={"CK_PATH": str(folder)})
+    spec = _spec(["sh", "-c", script], env={"CK_PATH": "/checkpoints"})
     _, info, output = _run(backend, _submission(spec, folder))
     assert output.split() == ["1000", "1000", "wrote", "no-socket"]
+    # The job's folder, at a fixed path inside: its host path (under a private home, say) never matters.
     assert [(m["Type"], m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]] == [
-        ("bind", str(folder), str(folder), True)]
+        ("bind", str(folder), "/checkpoints", True)]
     host = info["HostConfig"]
     assert info["Config"]["User"] == "" or _numeric_user(info["Config"]["User"]) != (0, 0)
     assert host["Privileged"] is False and not host["CapAdd"] and not host["Devices"]
@@ -176,7 +178,7 @@ def test_non_root_runner_runs_the_container_as_itself(backend: LocalBackend, tmp
     os.chown(folder, 4321, 4321)
     monkeypatch.setattr(os, "geteuid", lambda: 4321)
     monkeypatch.setattr(os, "getegid", lambda: 4321)
-    spec = _spec(["sh", "-c", f'id -u; touch {folder}/mine; touch /workspace/scratch && echo ok'])
+    spec = _spec(["sh", "-c", 'id -u; touch /checkpoints/mine; touch /workspace/scratch && echo ok'])
     _, info, output = _run(backend, _submission(spec, folder))
     assert info["Config"]["User"] == "4321:4321"
     assert output.split() == ["4321", "ok"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.backends.aws_batch import classify, job_name, parse_id
+from runner.backends.aws_batch import classify, parse_id
+from runner.backends.aws_setup import job_name
 from runner.states import AttemptState
 
 JOB = {"jobArn": "arn:aws:batch:us-east-1:123456789012:job/8f2c1b7e-1111-4a5b-9c3d-0e1f2a3b4c5d",

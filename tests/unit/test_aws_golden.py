@@ -17,7 +17,7 @@ import pytest
 
 boto3 = pytest.importorskip("boto3")
 
-from runner.backends.aws_batch import definition_request, submit_request  # noqa: E402
+from runner.backends.aws_setup import definition_request, submit_request  # noqa: E402
 from runner.backends.base import Submission  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
 

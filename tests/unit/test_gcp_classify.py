@@ -9,7 +9,8 @@ import pytest
 
 batch_v1 = pytest.importorskip("google.cloud.batch_v1")
 
-from runner.backends.gcp_batch import GcpBatchBackend, classify, job_id_for, label_value, split_id  # noqa: E402
+from runner.backends.gcp_batch import GcpBatchBackend, classify  # noqa: E402
+from runner.backends.gcp_setup import job_id_for, label_value, split_id  # noqa: E402
 from runner.states import AttemptState  # noqa: E402
 
 NAME = "projects/my-project/locations/us-central1/jobs/cifar-smoke-3f9a1c-0-1-5d41402abc"

@@ -17,7 +17,7 @@ from google.protobuf import json_format  # noqa: E402
 from google.protobuf.descriptor import Descriptor, FieldDescriptor  # noqa: E402
 
 from runner.backends.base import Submission  # noqa: E402
-from runner.backends.gcp_batch import (  # noqa: E402
+from runner.backends.gcp_setup import (  # noqa: E402
     KEY_VARIABLE,
     RETRY_EXIT_CODES,
     build_job,

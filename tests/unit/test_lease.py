@@ -41,12 +41,14 @@ def ledger(home: Path) -> Any:
 # ---------------------------------------------------------------------------- the table
 
 
-def test_fresh_ledger_is_version_2_with_leases(ledger: Ledger) -> None:
+def test_fresh_ledger_is_version_3_with_leases_and_submit_marks(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
-    assert SCHEMA_VERSION == 2
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert SCHEMA_VERSION == 3
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     cols = [r[1] for r in db.execute("PRAGMA table_info(leases)")]
     assert cols == ["job_id", "owner", "acquired_at", "expires_at", "local_id"]
+    assert {"submitting_at", "submitting_by"} <= {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
+    assert "machine" in {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
 
 
 def test_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
@@ -67,9 +69,9 @@ def test_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [a.backend_id for a in led.attempts("old-1")] == ["c1"]
         assert led.acquire_lease("old-1", "w1")
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     Ledger(path).close()  # opening again changes nothing
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
     assert db.execute("SELECT owner FROM leases").fetchall() == [("w1",)]
 
 
@@ -196,8 +198,8 @@ class FakeBackend(Backend):
     def logs(self, backend_id: str, follow: bool = False) -> Any:
         return iter(())
 
-    def find(self, key: str) -> str | None:
-        return key if key in self.states else None
+    def find(self, sub: Any) -> str | None:
+        return sub.key if sub.key in self.states else None
 
     def finish(self, key: str, state: AttemptState, code: int) -> None:
         self.states[key] = AttemptStatus(state, f"exit {code}", code, ended_at=time.time())

@@ -142,7 +142,8 @@ def test_imagenet_reads_an_image_folder_synced_from_a_store(tmp_path):
             "--image-size", "16", "--batch-size", "8", "--workers", "0", "--epochs", "1", "--threads", "1"]
     proc = run_to_end("runner.tasks.imagenet", args, task_env(f"file://{tmp_path}/ck"), tmp_path)
     assert proc.proc.returncode == 0, proc.output
-    assert "data sync from file://" in proc.output and "32/32 objects (32 copied)" in proc.output
+    assert "data imagenet: staging 32 files from file://" in proc.output
+    assert "32/32 files (100%)" in proc.output and "(32 downloaded, 0 already here)" in proc.output
     assert "imagenet data: 24 train / 8 val images, 2 classes" in proc.output
     manifest = json.loads((tmp_path / "ck" / "final" / "MANIFEST.json").read_text())
     assert set(manifest["metrics"]) == {"val_top1", "val_top5"}
