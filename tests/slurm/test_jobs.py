@@ -74,3 +74,32 @@ def test_cancel_leaves_no_container_running(slurm_conf: str, tmp_path: Path, run
     status = wait_job(job_id, home, 60)
     assert status["state"] == "CANCELLED" and status["attempt_list"][0]["state"] == "CANCELLED", status
     print(f"{runtime}: cancel left no container after {gone_after:.1f}s")
+
+
+def test_find_adopts_what_was_submitted_before(slurm_conf: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A watcher killed between sbatch and recording the id finds the job by its name instead of submitting twice."""
+    from runner.backends.base import Submission
+    from runner.backends.slurm import SlurmBackend
+    from runner.spec import load_spec
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    backend = SlurmBackend()
+    ids: list[str] = []
+    try:
+        for array in (1, 3):
+            spec = load_spec(spec_file(tmp_path, f"find{array}", {
+                "image": CIFAR_IMAGE, "command": ["sleep", "60"], "array": array,
+                "resources": {"cpus": 1, "memory": "128Mi"}, "checkpoint": {"uri": f"file://{tmp_path}/ck{array}"},
+                "backend": "slurm", "slurm": {"partition": "spot", "runtime": "none"}}))
+            job_id = f"find{array}-0000{array}"
+            subs = [Submission(spec, job_id, f"{job_id}-{i}-1", 1, i, spec.checkpoint_uri_for(i, job_id),
+                               spec.container_env(job_id, 1, spec.checkpoint_uri_for(i, job_id))) for i in range(array)]
+            assert all(backend.find(sub) is None for sub in subs)
+            submitted = backend.submit_many(subs) if array > 1 else [backend.submit(subs[0])]
+            ids += submitted
+            assert [backend.find(sub) for sub in subs] == submitted
+        assert ids[0].isdigit() and [i.split("_")[1] for i in ids[1:]] == ["0", "1", "2"]
+    finally:
+        for backend_id in ids:
+            backend.cancel(backend_id)

@@ -92,8 +92,11 @@ def test_smoke_job_preempted_twice_ends_with_the_uninterrupted_weights(slurm_con
     for rt, job_id in jobs.items():
         status = wait_job(job_id, home, 300)
         attempts = status["attempt_list"]
-        assert status["state"] == "SUCCEEDED", (rt, status)
-        assert [a["state"] for a in attempts] == ["PREEMPTED", "PREEMPTED", "SUCCEEDED"], (rt, attempts)
+        states = [a["state"] for a in attempts]
+        if status["state"] != "SUCCEEDED" or states != ["PREEMPTED", "PREEMPTED", "SUCCEEDED"]:
+            logs = {a["backend_id"]: (home / ".spot-runner/slurm/logs" / f"slurm-{a['backend_id']}.out").read_text()[-3000:]
+                    for a in attempts}
+            raise AssertionError(f"{rt}: {states} {[a['reason'] for a in attempts]}\n{logs}")
         for attempt in attempts[:2]:  # the notice was honoured: a checkpoint, exit 75, not a kill
             assert attempt["exit_code"] == 75 and "exit 75" in attempt["reason"], (rt, attempt)
         assert status["weights_sha256"] == reference, (rt, status["weights_sha256"], reference)
