@@ -648,6 +648,29 @@ class Ledger:
             row = self._require_attempt(db, attempt_id)
         return _attempt(row)
 
+    def fill_machines(self, machine_of: Any) -> int:
+        """Set ``jobs.machine`` where it is missing (jobs from before schema 3), with ``machine_of(spec)``."""
+        rows = self._read("SELECT id FROM jobs WHERE machine IS NULL")
+        for row in rows:
+            try:
+                machine = str(machine_of(self.get_job(row["id"]).spec()))
+            except Exception:  # noqa: BLE001 - a stored spec this version cannot read: no machine
+                machine = "?"
+            with self._write() as db:
+                db.execute("UPDATE jobs SET machine = ? WHERE id = ? AND machine IS NULL", (machine, row["id"]))
+        return len(rows)
+
+    def machine_history(self, machine: str, noticed_exit: int) -> tuple[float, int, int]:
+        """Return (machine seconds, preemptions, preemptions that ended with ``noticed_exit``) of every
+        ended attempt of the jobs on ``machine``: one query."""
+        rows = self._read(
+            "SELECT COALESCE(SUM(MAX(0, a.ended_at - a.started_at)), 0), "
+            "COALESCE(SUM(a.state = ?), 0), COALESCE(SUM(a.state = ? AND a.exit_code = ?), 0) "
+            "FROM attempts a JOIN jobs j ON a.job_id = j.id "
+            "WHERE j.machine = ? AND a.started_at IS NOT NULL AND a.ended_at IS NOT NULL",
+            (AttemptState.PREEMPTED.value, AttemptState.PREEMPTED.value, noticed_exit, machine))
+        return float(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
     def get_attempt(self, attempt_id: int) -> Attempt:
         """Return one attempt; raise LedgerError when there is none with this id."""
         rows = self._read("SELECT * FROM attempts WHERE id = ?", (attempt_id,))

@@ -40,7 +40,13 @@ from runner.errors import BackendError, RunnerError, SpecError
 from runner.ledger import Job, JobStateChanged, Ledger
 from runner.paths import data_dir
 from runner.plugins import backend_class
-from runner.spec import JobSpec, load_spec, parse_settings, parse_simulate_preemption, spec_from_dict
+from runner.spec import (
+    JobSpec,
+    load_spec,
+    parse_settings,
+    parse_simulate_preemption,
+    spec_from_dict,
+)
 from runner.states import JobState
 
 #: Tries of one backend call that stops an attempt (then the watcher keeps trying each pass).
@@ -126,7 +132,9 @@ def submit(ledger: Ledger, spec_path: str | Path, *, backend: str | None = None,
     if problem is not None:
         raise SpecError(f"{spec_path}: field {problem[0]!r}: {problem[1]}")
     backend.preflight(spec)
-    job_id = ledger.create_job(spec, Path(spec_path).resolve())
+    from runner.cost.interval import machine_key
+
+    job_id = ledger.create_job(spec, Path(spec_path).resolve(), machine=machine_key(spec))
     return job_id, spec
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.cost.accounting import AttemptTimes, JobAccount, account
-from runner.cost.interval import auto_interval
 from runner.errors import SpecError
+from runner.task.interval import auto_interval
 
 if TYPE_CHECKING:
     from runner.cost.prices import Price

@@ -17,13 +17,13 @@ from typing import Any, Protocol
 import torch
 
 from runner.contract import exit_after, progress_state
-from runner.cost.interval import CheckpointCost, auto_interval, from_env
 from runner.errors import ConfigError, RunnerError
 from runner.stores import open_store
 from runner.stores.base import StoreUnavailable
 from runner.stores.deadline import commit_deadline
 from runner.task import checkpoint as ck
 from runner.task.context import EXIT_DONE, EXIT_FAILED, RunContext
+from runner.task.interval import CheckpointCost, auto_interval, from_env
 from runner.task.notices import Notice, NoticeWatcher
 from runner.task.state import capture_rng, restore_rng, weights_sha256
 from runner.task.writer import CheckpointWriter

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.cost.accounting import account
-from runner.cost.interval import auto_interval
+from runner.task.interval import auto_interval
 from runner.cost.simulate import (Preemptions, Workload, auto_for, brute_force_best, compare, load_schedule,
                                   replay, workload_from_job)
 from runner.errors import SpecError
