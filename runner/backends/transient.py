@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,7 +57,9 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(e))
         yield e
-        todo += [e.__cause__, e.__context__, *(x for x in getattr(e, "args", ()) if isinstance(x, BaseException))]
+        kwargs = getattr(e, "kwargs", None)  # botocore keeps the underlying error in kwargs["error"]
+        inner = [*getattr(e, "args", ()), *(kwargs.values() if isinstance(kwargs, dict) else ())]
+        todo += [e.__cause__, e.__context__, *(x for x in inner if isinstance(x, BaseException))]
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -85,7 +88,8 @@ def error_code(exc: BaseException) -> str | None:
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a fault that passes on its own (see the module's docstring)."""
     for e in chain(exc):
-        if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror, socket.timeout)):
+        if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror, socket.timeout,
+                          ssl.SSLEOFError, ssl.SSLZeroReturnError)):  # the peer hung up mid-TLS
             return True
         if isinstance(e, OSError) and e.errno in TRANSIENT_ERRNOS:
             return True
