@@ -27,11 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-import signal
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +38,22 @@ from docker.types import DeviceRequest
 from pydantic import Field, field_validator
 from requests.exceptions import RequestException
 
-from runner import contract
 from runner.backends.base import Backend, Submission
+from runner.backends.local_container import (
+    _size,
+    check_data_folder,
+    classify,
+    container_user,
+    mounts,
+)
 from runner.cost.table import DEFAULT_REGIONS, PriceError, PriceTable, parse_machine
-from runner.errors import BackendError, BackendUnavailable, SpecError, SubmitError, one_line
+from runner.errors import (
+    BackendError,
+    BackendUnavailable,
+    SpecError,
+    SubmitError,
+    one_line,
+)
 from runner.spec.model import JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
@@ -56,13 +65,9 @@ LABEL_JOB = "spot-runner.job"
 LABEL_KEY = "spot-runner.key"
 LABEL_ATTEMPT = "spot-runner.attempt"
 LABEL_INDEX = "spot-runner.index"
-EXIT_PREEMPTED = contract.EXIT_PREEMPTED
-EXIT_SIGKILL = 128 + signal.SIGKILL
 STOP_TIMEOUT = 10
 HOST_GATEWAY = {"host.docker.internal": "host-gateway"}
 _ENGINE_ERRORS = (DockerException, RequestException, OSError)
-_ZERO_TIME = "0001-01-01"
-_FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 
 class LocalSettings(SpecModel):
@@ -78,50 +83,6 @@ class LocalSettings(SpecModel):
         if value is not None:
             parse_machine(value)
         return value
-
-
-def classify(state: dict[str, Any], preempted: bool = False, cancelled: bool = False,
-             memory_limit: int | None = None) -> AttemptStatus:
-    """Map a ``docker inspect`` State (plus the runner's own markers) onto an AttemptStatus.
-
-    Precedence for a container that has ended: exit 0 wins (the work is done), then a cancel,
-    then exit 75, then a SIGKILL sent by the preemptor, then the kernel's OOM killer.
-    """
-    status = str(state.get("Status") or "").lower()
-    code = state.get("ExitCode")
-    exit_code = int(code) if isinstance(code, int) else None
-    error = one_line(str(state.get("Error") or ""))
-    started, ended = _epoch(state.get("StartedAt")), _epoch(state.get("FinishedAt"))
-
-    def status_of(kind: AttemptState, reason: str, with_code: bool = True) -> AttemptStatus:
-        return AttemptStatus(kind, reason, exit_code if with_code else None, started, ended)
-
-    if status == "created":
-        if error or exit_code:
-            return status_of(AttemptState.FAILED, f"could not start: {error or f'exit {exit_code}'}")
-        if cancelled:
-            return status_of(AttemptState.CANCELLED, "cancelled before it started", False)
-        return status_of(AttemptState.PENDING, "created, not started yet", False)
-    if status in ("running", "restarting", "paused"):
-        return AttemptStatus(AttemptState.RUNNING, status, None, started, None)
-    if status == "dead":
-        return status_of(AttemptState.FAILED, "container is dead" + (f": {error}" if error else ""))
-    if status not in ("exited", "removing"):
-        return AttemptStatus(AttemptState.UNKNOWN, f"unrecognised container status {status!r}",
-                             exit_code, started, ended)
-    exit_code = exit_code or 0
-    if exit_code == 0:
-        return status_of(AttemptState.SUCCEEDED, "exit 0")
-    if cancelled:
-        return status_of(AttemptState.CANCELLED, f"cancelled (exit {exit_code})")
-    if exit_code == EXIT_PREEMPTED:
-        return status_of(AttemptState.PREEMPTED, "exit 75: stopped after a preemption notice")
-    if preempted and exit_code == EXIT_SIGKILL:
-        return status_of(AttemptState.PREEMPTED, "killed by the preemptor")
-    if state.get("OOMKilled"):
-        limit = f"limit {_size(memory_limit)}" if memory_limit else "no limit set"
-        return status_of(AttemptState.FAILED, f"out of memory ({limit})")
-    return status_of(AttemptState.FAILED, f"exit {exit_code}{_signal_name(exit_code)}")
 
 
 class LocalBackend(Backend):
@@ -163,7 +124,7 @@ class LocalBackend(Backend):
             return
         finally:
             client.close()
-        user = cls._container_user(str((image.get("Config") or {}).get("User") or ""))
+        user = container_user(str((image.get("Config") or {}).get("User") or ""))
         for name, folder in spec.local_data().items():
             try:
                 check_data_folder(name, folder, user)
@@ -281,20 +242,8 @@ class LocalBackend(Backend):
             else:
                 self._warn_once("gpus", f"{res.gpus} GPU(s) asked but the engine has no nvidia runtime; "
                                         "running on CPU (install nvidia-container-toolkit for GPUs)")
-        volumes: dict[str, dict[str, str]] = {}
-        if sub.checkpoint_uri.startswith("file://"):
-            folder = sub.checkpoint_uri[len("file://"):]
-            try:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise SubmitError(f"cannot create the checkpoint folder {folder}: {exc.strerror}; "
-                                  "fix checkpoint.uri or the folder's permissions") from exc
-            self._hand_over(folder, image_user, spec.image)
-            volumes[folder] = {"bind": contract.CONTAINER_CHECKPOINT_DIR, "mode": "rw"}
-            env[contract.CHECKPOINT_URI] = f"file://{contract.CONTAINER_CHECKPOINT_DIR}"
-        for name, folder in spec.local_data().items():
-            check_data_folder(name, folder, self._container_user(image_user))
-            volumes[folder] = {"bind": f"{contract.CONTAINER_DATA_DIR}/{name}", "mode": "ro"}
+        volumes, changed = mounts(sub, image_user, self._warn_once)
+        env.update(changed)
         if volumes:
             options["volumes"] = volumes
         if os.geteuid() != 0:  # run as the invoking user: the files it writes stay theirs
@@ -304,33 +253,6 @@ class LocalBackend(Backend):
         if isinstance(local, LocalSettings) and local.network:
             options["network"] = local.network
         return options
-
-    @staticmethod
-    def _container_user(image_user: str) -> tuple[int, int] | None:
-        """Return the uid:gid the container runs as (None: a named user the runner cannot tell)."""
-        if os.geteuid() != 0:
-            return (os.geteuid(), os.getegid())
-        return _numeric_user(image_user)
-
-    def _hand_over(self, folder: str, image_user: str, image: str) -> None:
-        """Make a root runner's checkpoint folder writable by the image's non-root uid:gid."""
-        if os.geteuid() != 0:
-            return
-        owner = _numeric_user(image_user)
-        if owner is None:
-            self._warn_once("user", f"{image} runs as user {image_user!r}: give its USER as uid:gid "
-                                    "so the runner can hand it the checkpoint folder")
-            return
-        if owner == (0, 0):
-            return
-        try:
-            for path in _tree(Path(folder)):
-                st = path.lstat()
-                if (st.st_uid, st.st_gid) != owner:
-                    os.lchown(path, *owner)
-        except OSError as exc:
-            raise SubmitError(f"cannot hand the checkpoint folder {folder} to uid:gid "
-                              f"{owner[0]}:{owner[1]} of {image}: {exc.strerror}") from exc
 
     def _host_info(self) -> dict[str, Any]:
         """Return the engine host's CPUs, memory and runtimes (asked once)."""
@@ -521,100 +443,6 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def check_data_folder(name: str, folder: str, user: tuple[int, int] | None, sample: int = 200) -> None:
-    """Refuse a ``data:`` folder the container cannot read: missing, not a folder, or unreadable.
-
-    The container runs as ``user`` (uid, gid); the folder and up to ``sample`` entries below it
-    are checked with the permission bits, so a million-file dataset costs a few hundred stats.
-    """
-    field = f"data.{name}"
-    path = Path(folder)
-    try:
-        path.stat()
-    except FileNotFoundError:
-        raise SubmitError(f"field {field!r}: {folder} does not exist; put the data there or fix the path") from None
-    except OSError as exc:
-        raise SubmitError(f"field {field!r}: cannot look at {folder} ({exc.strerror}); fix its permissions") from None
-    if not path.is_dir():
-        raise SubmitError(f"field {field!r}: {folder} is not a folder; give the folder that holds the data")
-    checked = 0
-    for dirpath, dirs, files in os.walk(folder, followlinks=False):
-        for entry in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
-            try:
-                st = os.stat(entry)
-            except OSError as exc:
-                raise SubmitError(f"field {field!r}: cannot read {entry} ({exc.strerror}); "
-                                  "fix its permissions") from None
-            if not _readable_by(st, user, is_dir=entry == dirpath):
-                who = "the task's user" if user is None else f"uid {user[0]} (the task's user)"
-                fix = "chmod -R a+rX " + folder
-                raise SubmitError(one_line(f"field {field!r}: {entry} cannot be read by {who}; "
-                                           f"make the data readable: {fix}"))
-            checked += 1
-            if checked >= sample:
-                return
-        dirs.sort()
-
-
-def _readable_by(st: os.stat_result, user: tuple[int, int] | None, is_dir: bool) -> bool:
-    """Whether uid:gid ``user`` may read (and, for a folder, enter) what ``st`` describes."""
-    need = 0o5 if is_dir else 0o4
-    if user is None or user[0] == 0:
-        return True
-    if st.st_uid == user[0]:
-        return (st.st_mode >> 6) & need == need
-    if st.st_gid == user[1]:
-        return (st.st_mode >> 3) & need == need
-    return st.st_mode & need == need
-
-
-def _numeric_user(user: str) -> tuple[int, int] | None:
-    """Return (uid, gid) of a Docker USER value: '' is root, 'uid' is uid:uid; None for names."""
-    if user in ("", "root", "root:root"):
-        return (0, 0)
-    uid, _, gid = user.partition(":")
-    if not uid.isdigit() or (gid and not gid.isdigit()):
-        return None
-    return (int(uid), int(gid or uid))
-
-
-def _tree(folder: Path) -> Iterator[Path]:
-    """Yield a folder and everything under it, without following symbolic links."""
-    yield folder
-    for dirpath, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            yield Path(dirpath) / name
-
-
-def _epoch(text: Any) -> float | None:
-    """Parse Docker's RFC 3339 time (nanoseconds, ``Z``) to epoch seconds; None for the zero time."""
-    if not isinstance(text, str) or not text or text.startswith(_ZERO_TIME):
-        return None
-    try:
-        return datetime.fromisoformat(_FRACTION.sub(r"\1", text, count=1)).timestamp()
-    except ValueError:
-        return None
-
-
-def _size(n: int | None) -> str:
-    if not n:
-        return "0"
-    for unit, power in (("Gi", 30), ("Mi", 20), ("Ki", 10)):
-        if n >= 1 << power:
-            value = n / (1 << power)
-            return f"{value:.0f}{unit}" if value.is_integer() else f"{value:.1f}{unit}"
-    return f"{n}B"
-
-
-def _signal_name(code: int) -> str:
-    if 128 < code < 128 + 65:
-        try:
-            return f" ({signal.Signals(code - 128).name})"
-        except ValueError:
-            return ""
-    return ""
 
 
 def _explain(exc: APIError) -> str:

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from runner.backends.base import Submission
-from runner.backends.local import LocalBackend, _numeric_user
+from runner.backends.local import LocalBackend
+from runner.backends.local_container import _numeric_user
 from runner.spec import JobSpec, spec_from_dict
 from runner.states import AttemptState
 from tests.integration.conftest import CIFAR_IMAGE, docker_client  # noqa: F401 - shared fixture
