@@ -31,7 +31,8 @@ Never one attempt submitted twice: before the backend is asked, :meth:`Ledger.be
 attempt as being submitted by its watcher (``submitting_by``, ``submitting_at``), in a transaction that
 checks the watcher's lease has time left. Another watcher that finds the attempt reserved but
 unrecorded waits until that mark is old (:data:`SUBMIT_GRACE`; less when the marking process is known
-dead), then asks the backend (``find``) before submitting it itself.
+dead), then asks the backend (``find``) before submitting it itself. ``RUNNER_SUBMIT_GRACE`` and
+``RUNNER_DEAD_SUBMIT_GRACE`` (seconds) override the two grace periods (tests shorten them).
 
 The stored spec is redacted: ``env`` values whose name looks like a secret, or whose value does
 (an Azure ``AccountKey=``/``SharedAccessSignature=``, an AWS key id, a PEM private key, a URL with a
@@ -69,9 +70,12 @@ LEASE_TTL = 30.0
 #: the time a service may take to list a job it has just accepted.
 SUBMIT_GRACE = 90.0
 DEAD_SUBMIT_GRACE = 10.0
+#: Environment variables that override those two (seconds, read at each use; tests shorten them).
+SUBMIT_GRACE_ENV, DEAD_SUBMIT_GRACE_ENV = "RUNNER_SUBMIT_GRACE", "RUNNER_DEAD_SUBMIT_GRACE"
 REDACTED = "***"
-_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"AccountKey=|SharedAccessSignature=|sig=[A-Za-z0-9%+/=]{20,}|"
+#: Env names and values that look like secrets: redacted in the ledger, masked in pages.
+SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"AccountKey=|SharedAccessSignature=|sig=[A-Za-z0-9%+/=]{20,}|"
                            r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|PRIVATE KEY-----|://[^/\s:@]+:[^/\s@]+@")
 _OPEN = tuple(s.value for s in AttemptState if not s.is_terminal())
 _OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in _OPEN) + ")"
@@ -144,7 +148,7 @@ default_path = default_ledger_path  # the ledger's own name for it
 def redact_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of a spec mapping whose secret-looking ``env`` values read ``***``."""
     env = spec.get("env") or {}
-    return {**spec, "env": {k: REDACTED if _SECRET_NAME.search(k) or _SECRET_VALUE.search(str(v)) else v
+    return {**spec, "env": {k: REDACTED if SECRET_NAME.search(k) or SECRET_VALUE.search(str(v)) else v
                             for k, v in env.items()}}
 
 
@@ -178,6 +182,15 @@ def local_id() -> str | None:
 
 
 _HOST = socket.gethostname()
+
+
+def _seconds(variable: str, default: float) -> float:
+    """Return the environment's non-negative number of seconds in ``variable``, else ``default``."""
+    try:
+        value = float(os.environ.get(variable, ""))
+    except ValueError:
+        return default
+    return value if value >= 0 else default
 
 
 def _owner_is_gone(owner: str) -> bool:
@@ -466,7 +479,7 @@ class Ledger:
         rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise JobNotFound(f"no job {job_id!r} in {self.path}; list jobs with `runner status`")
-        return _job(rows[0])
+        return job_from_row(rows[0])
 
     def list_jobs(self, states: Iterable[JobState | str] | None = None) -> list[Job]:
         """Return jobs, oldest first, optionally only those in ``states``."""
@@ -476,7 +489,7 @@ class Ledger:
             wanted = [JobState(s).value for s in states]
             marks = ", ".join("?" * len(wanted))
             rows = self._read(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def set_job_state(self, job_id: str, state: JobState | str, message: str = "",
                       owner: str | None = None, expect: Iterable[JobState] | None = None) -> Job:
@@ -530,7 +543,7 @@ class Ledger:
         Raises AttemptStillOpen, or LedgerError for a finished job or a bad index.
         """
         with self._write() as db:
-            job = _job(self._require_job(db, job_id))
+            job = job_from_row(self._require_job(db, job_id))
             self._check_lease(db, job_id, owner)
             if job.state.is_terminal():
                 raise JobNotActive(f"job {job_id} is {job.state.value}; submit it again as a new job")
@@ -569,7 +582,7 @@ class Ledger:
                 ),
             )
             row = db.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone()
-        return _attempt(row)
+        return attempt_from_row(row)
 
     def begin_submit(self, attempt_ids: Iterable[int], owner: str, lease_left: float = 5.0) -> None:
         """Mark reserved attempts as being submitted by ``owner`` now, under its lease.
@@ -602,8 +615,8 @@ class Ledger:
         lease = self._read("SELECT local_id FROM leases WHERE owner = ? LIMIT 1", (owner,))
         same_machine = (lease and lease[0]["local_id"] == self._local_id) or owner.split(":")[0] == _HOST
         if self._local_id is not None and same_machine and _owner_is_gone(owner):
-            return DEAD_SUBMIT_GRACE
-        return SUBMIT_GRACE
+            return _seconds(DEAD_SUBMIT_GRACE_ENV, DEAD_SUBMIT_GRACE)
+        return _seconds(SUBMIT_GRACE_ENV, SUBMIT_GRACE)
 
     def record_submitted(self, attempt_id: int, backend_id: str) -> Attempt:
         """Record the backend's id for a reserved attempt; the same id again is a no-op."""
@@ -618,14 +631,14 @@ class Ledger:
                 (backend_id, time.time(), attempt_id),
             )
             row = self._require_attempt(db, attempt_id)
-        return _attempt(row)
+        return attempt_from_row(row)
 
     def update_attempt(self, attempt_id: int, status: AttemptStatus) -> Attempt:
         """Store what the backend reports; a terminal attempt never changes again (returned as is)."""
         with self._write() as db:
             row = self._require_attempt(db, attempt_id)
             if AttemptState(row["state"]).is_terminal():
-                return _attempt(row)
+                return attempt_from_row(row)
             ended_at = status.ended_at
             if ended_at is None and status.state.is_terminal():
                 ended_at = time.time()
@@ -646,7 +659,7 @@ class Ledger:
                 column = charged[status.state]
                 db.execute(f"UPDATE jobs SET {column} = {column} + 1 WHERE id = ?", (row["job_id"],))
             row = self._require_attempt(db, attempt_id)
-        return _attempt(row)
+        return attempt_from_row(row)
 
     def fill_machines(self, machine_of: Any) -> int:
         """Set ``jobs.machine`` where it is missing (jobs from before schema 3), with ``machine_of(spec)``."""
@@ -676,17 +689,17 @@ class Ledger:
         rows = self._read("SELECT * FROM attempts WHERE id = ?", (attempt_id,))
         if not rows:
             raise LedgerError(f"no attempt {attempt_id} in {self.path}")
-        return _attempt(rows[0])
+        return attempt_from_row(rows[0])
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """Return a job's attempts by array index, then number."""
         rows = self._read("SELECT * FROM attempts WHERE job_id = ? ORDER BY array_index, number", (job_id,))
-        return [_attempt(r) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     def open_attempts(self) -> list[Attempt]:
         """Return every attempt not yet terminal (PENDING, RUNNING, UNKNOWN), for the watcher."""
         rows = self._read(f"SELECT * FROM attempts WHERE state IN {_OPEN_SQL} ORDER BY id")
-        return [_attempt(r) for r in rows]
+        return [attempt_from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ helpers
 
@@ -703,13 +716,15 @@ class Ledger:
         return row
 
 
-def _job(row: sqlite3.Row) -> Job:
+def job_from_row(row: Any) -> Job:
+    """Build a Job from a ``jobs`` row (a sqlite3.Row or a mapping of its columns)."""
     data = dict(row)
     result = data.pop("result_json")
     data.update(state=JobState(data["state"]), result=None if result is None else json.loads(result))
     return Job(**data)
 
 
-def _attempt(row: sqlite3.Row) -> Attempt:
+def attempt_from_row(row: Any) -> Attempt:
+    """Build an Attempt from an ``attempts`` row (a sqlite3.Row or a mapping of its columns)."""
     data = dict(row)
     return Attempt(**{**data, "state": AttemptState(data["state"])})

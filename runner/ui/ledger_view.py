@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from runner.errors import LedgerError
-from runner.ledger import SCHEMA_VERSION, Attempt, Job, Lease, _attempt, _job
+from runner.ledger import SCHEMA_VERSION, Attempt, Job, Lease, attempt_from_row, job_from_row
 
 #: The tables a snapshot reads, and the dataclass whose fields each row fills.
 _TABLES = {"jobs": Job, "attempts": Attempt, "leases": Lease}
@@ -125,9 +125,9 @@ class LedgerView:
         for row in rows:
             kind = row[0]
             if kind == 0:
-                snap.jobs.append(_job(dict(zip(jobs_cols, row[1:1 + len(jobs_cols)], strict=True))))
+                snap.jobs.append(job_from_row(dict(zip(jobs_cols, row[1:1 + len(jobs_cols)], strict=True))))
             elif kind == 1:
-                attempts.append(_attempt(dict(zip(attempt_cols, row[1:1 + len(attempt_cols)], strict=True))))
+                attempts.append(attempt_from_row(dict(zip(attempt_cols, row[1:1 + len(attempt_cols)], strict=True))))
             else:
                 lease = Lease(**dict(zip(lease_cols, row[1:1 + len(lease_cols)], strict=True)))
                 snap.leases[lease.job_id] = lease

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
-from runner.ledger import _SECRET_NAME, _SECRET_VALUE, REDACTED, Attempt, Job, Lease
+from runner.ledger import REDACTED, SECRET_NAME, SECRET_VALUE, Attempt, Job, Lease
 from runner.states import JobState
 from runner.ui.ledger_view import LedgerView, Snapshot
 
@@ -30,8 +30,8 @@ from runner.ui.ledger_view import LedgerView, Snapshot
 LOG_LINES = 200
 #: A running attempt's log is read from its backend at most this often.
 LOG_EVERY_S = 5.0
-_SECRET_WORD = re.compile(r"\S*(?:" + _SECRET_VALUE.pattern + r")\S*")
-_SECRET_SETTING = re.compile(r"(\b\w*(?:" + _SECRET_NAME.pattern + r")\w*\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)",
+_SECRET_WORD = re.compile(r"\S*(?:" + SECRET_VALUE.pattern + r")\S*")
+_SECRET_SETTING = re.compile(r"(\b\w*(?:" + SECRET_NAME.pattern + r")\w*\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)",
                              re.IGNORECASE)
 
 
@@ -50,7 +50,7 @@ def scrub(value: Any, key: str = "") -> Any:
         return {k: scrub(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v, key) for v in value]
-    if isinstance(value, str) and ((key and _SECRET_NAME.search(key)) or _SECRET_VALUE.search(value)):
+    if isinstance(value, str) and ((key and SECRET_NAME.search(key)) or SECRET_VALUE.search(value)):
         return REDACTED
     if isinstance(value, str):
         return scrub_text(value)
@@ -59,7 +59,7 @@ def scrub(value: Any, key: str = "") -> Any:
 
 def own_secrets() -> tuple[str, ...]:
     """Values of this process's environment variables whose names look secret (never shown)."""
-    return tuple(v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6)
+    return tuple(v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6)
 
 
 def watcher_of(job: Job, lease: Lease | None, now: float) -> dict[str, Any]:
