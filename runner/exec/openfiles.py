@@ -10,6 +10,7 @@ and the other checks (quiet for ``settle`` seconds, a whole format) still apply.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,33 @@ class OpenForWriting:
     append: bool
 
 
-def open_for_writing(folder: Path, proc: Path = _PROC) -> dict[str, OpenForWriting]:
-    """Return the files under ``folder`` (relative paths) that some other process has open for writing."""
+def process_tree(root: int, proc: Path = _PROC) -> list[int]:
+    """Return ``root`` and every process below it (``/proc/<pid>/task/<tid>/children``): a cheap look
+    at one command's processes, where scanning all of ``/proc`` can take a few hundred ms on a busy host."""
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        try:
+            for tid in os.listdir(proc / str(pid) / "task"):
+                with open(proc / str(pid) / "task" / tid / "children") as fh:
+                    todo += [int(child) for child in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return tree
+
+
+def open_for_writing(folder: Path, proc: Path = _PROC, pids: Iterable[int] | None = None) -> dict[str, OpenForWriting]:
+    """Return the files under ``folder`` (relative paths) that another process (of ``pids``, else any)
+    has open for writing."""
     root = os.path.realpath(folder) + os.sep
     found: dict[str, OpenForWriting] = {}
     me = os.getpid()
-    try:
-        pids = [int(name) for name in os.listdir(proc) if name.isdigit()]
-    except OSError:
-        return found
+    if pids is None:
+        try:
+            pids = [int(name) for name in os.listdir(proc) if name.isdigit()]
+        except OSError:
+            return found
     for pid in pids:
         if pid == me:
             continue

@@ -58,7 +58,7 @@ BLOBS = "blobs/"
 KIND = "exec-folder"
 STAGING = ".runner-restore"
 _CHUNK = 1 << 20
-OpenFiles = Callable[[Path], Mapping[str, OpenForWriting]]
+OpenFiles = Callable[..., Mapping[str, OpenForWriting]]  # (folder, pids=None): see openfiles.open_for_writing
 
 
 class FolderChanged(Exception):
@@ -218,11 +218,12 @@ class FolderSync:
                     found[os.path.relpath(path, self.folder).replace(os.sep, "/")] = st
         return found
 
-    def saving(self) -> list[str]:
-        """Return the files a save is writing now: open for writing, not only appending, not held open for long."""
+    def saving(self, pids: list[int] | None = None) -> list[str]:
+        """Return the files a save is writing now: open for writing (by ``pids``, else by any other process),
+        not only appending, not held open for long."""
         if self.open_files is None:
             return []
-        writing = self.open_files(self.folder)
+        writing = self.open_files(self.folder) if pids is None else self.open_files(self.folder, pids=pids)
         now = time.monotonic()
         self._open_since = {rel: self._open_since.get(rel, now) for rel in writing}
         return sorted(rel for rel, w in writing.items() if not w.append and now - self._open_since[rel] < self.long_open)

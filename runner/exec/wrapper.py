@@ -44,7 +44,7 @@ from runner.contract import (
     progress_state,
 )
 from runner.errors import ConfigError, RunnerError
-from runner.exec.openfiles import open_for_writing
+from runner.exec.openfiles import open_for_writing, process_tree
 from runner.exec.options import (
     DEFAULT_SIGNAL,
     ExecOptions,
@@ -176,7 +176,7 @@ class _Wrapper:
                             "%.1f s before the window ends if it still runs", notice.source, end - time.monotonic(),
                             self.opts.command[0], self.opts.signal.name, end - kill_at)
             if forwarded is not None and not signalled:
-                saving = self.sync.saving()  # a log held open for long does not count
+                saving = self.sync.saving(process_tree(child.pid))  # a log held open for long does not count
                 if saving and time.monotonic() < signal_by:
                     if not said_waiting:
                         said_waiting = True

@@ -1,7 +1,7 @@
 """Fault case ``exec-torn-saves``: ``runner exec`` around a script that saves non-atomically.
 
 ``examples/plain-pytorch/naive_train.py`` writes ``torch.save(state, "last.pt")`` straight to the
-final name (13 MB) every 25 steps, loads it on start without a try, and handles no signal. It
+final name (52 MB) every 20 steps, loads it on start without a try, and handles no signal. It
 runs under ``python -m runner.exec`` as real processes, each attempt in a fresh folder restored
 from the store, as on a new machine:
 
@@ -33,7 +33,7 @@ import torch
 from benchmarks.faults import FaultContext, Row
 from runner.exec import formats
 from runner.exec.index import parse_index
-from runner.exec.openfiles import open_for_writing
+from runner.exec.openfiles import OpenForWriting, open_for_writing
 from runner.exec.sync import BLOBS, INDEX
 from runner.stores import open_store
 from runner.task import manifest as mf
@@ -41,7 +41,8 @@ from tests.conftest import ROOT
 from tests.faults.cases import Tally
 
 SCRIPT = ROOT / "examples" / "plain-pytorch" / "naive_train.py"
-ARGS = ["--steps", "300", "--save-every", "25"]
+#: 52 MB saved every 20 steps: a torch.save that lasts long enough (about 0.15 s here) for a notice to land in it.
+ARGS = ["--steps", "200", "--save-every", "20", "--hidden", "2048"]
 
 
 def _attempt(store_uri: str, folder: Path, attempt: int, halt: Path) -> subprocess.Popen[str]:
@@ -88,14 +89,23 @@ def torn_snapshots(uri: str) -> list[str]:
     return problems
 
 
-def _wait_for_save(folder: Path, proc: subprocess.Popen[str], timeout: float = 120) -> bool:
-    """Wait until the script has last.pt open for writing; False when the attempt ended first."""
+def _holds(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open now (one process's fds: a look of well under a millisecond)."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def _wait_for_save(folder: Path, proc: subprocess.Popen[str], timeout: float = 120) -> OpenForWriting | None:
+    """Wait until the script has last.pt open for writing; return who holds it, None when the attempt ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if "last.pt" in open_for_writing(folder):
-            return True
+        holder = open_for_writing(folder).get("last.pt")
+        if holder is not None:
+            return holder
         time.sleep(0.002)
-    return False
+    return None
 
 
 def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> Row:
@@ -115,8 +125,10 @@ def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> 
                 tally.loss(f"the last attempt exited {proc.returncode}: {out[-300:]}")
             break
         inside = rng.random() < 0.5 or kind == "notice"
+        saver = None
         if inside:
-            started = _wait_for_save(folder, proc)
+            saver = _wait_for_save(folder, proc)
+            started = saver is not None
         else:
             time.sleep(rng.uniform(1.0, 6.0))
             started = proc.poll() is None
@@ -133,6 +145,8 @@ def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> 
             proc.send_signal(signal.SIGTERM)
         else:
             halt.touch()
+        if saver is not None and _holds(saver.pid, (folder / "last.pt").resolve()):
+            tally.count("sent while the script was inside torch.save")
         out, _ = proc.communicate(timeout=600)
         tally.trial()
         if kind == "notice" and "letting the save finish before the signal" in out:
@@ -152,7 +166,7 @@ def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> 
         tally.loss("the job ended with other weights than the uninterrupted run")
     elif not finished and not tally.losses:
         tally.loss(f"the job did not finish in {attempt} attempts")
-    return tally.row(f"{SCRIPT.name} {' '.join(ARGS)}, 13 MB last.pt; job finished with the uninterrupted "
+    return tally.row(f"{SCRIPT.name} {' '.join(ARGS)}, 52 MB last.pt; job finished with the uninterrupted "
                      f"run's weights: {'yes' if finished and not tally.losses else 'NO'}")
 
 
