@@ -238,3 +238,22 @@ def test_restored_files_keep_their_format_for_the_next_check(tmp_path: Path) -> 
     time.sleep(0.01)
     (nxt.folder / "model.bin").write_bytes(b"\x00" * 64)  # the restored zip, overwritten by garbage
     assert "not a whole zip" in nxt.sync(final=True).held["model.bin"]
+
+
+def test_the_process_tree_of_a_command_and_its_files(tmp_path: Path) -> None:
+    from runner.exec.openfiles import process_tree
+
+    code = (f"import subprocess, sys; g = subprocess.Popen([sys.executable, '-c', "
+            f"\"f = open({str(tmp_path / 'g.pt')!r}, 'wb'); print('open', flush=True); import sys; sys.stdin.read()\"], "
+            f"stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True); print(g.stdout.readline(), end='', flush=True); "
+            f"print(g.pid, flush=True); sys.stdin.read(); g.communicate('')")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "open\n"
+        grandchild = int(parent.stdout.readline())
+        tree = process_tree(parent.pid)
+        assert tree[0] == parent.pid and grandchild in tree
+        assert set(open_for_writing(tmp_path, pids=tree)) == {"g.pt"}
+        assert open_for_writing(tmp_path, pids=[parent.pid]) == {}  # only the grandchild holds it
+    finally:
+        parent.communicate("")
