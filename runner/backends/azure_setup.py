@@ -13,6 +13,7 @@ else ``DefaultAzureCredential`` (managed identity, ``az login``, environment). T
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shlex
@@ -91,6 +92,9 @@ def make_client(account_url: str) -> Any:
             raise BackendError("set AZURE_BATCH_ACCOUNT and AZURE_BATCH_KEY, or pip install "
                                "azure-identity for Entra ID sign-in") from exc
         credential = DefaultAzureCredential()
+    # A 503 whose body is not JSON (a gateway's page) is logged there with a traceback at WARNING; the
+    # runner reports the error itself, in one line.
+    logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
     return BatchClient(endpoint=account_url.rstrip("/"), credential=credential, retry_total=2,
                        retry_backoff_factor=0.3, connection_timeout=10, read_timeout=60)
 

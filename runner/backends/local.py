@@ -185,7 +185,7 @@ class LocalBackend(Backend):
             raise SubmitError(f"image {spec.image} not found locally: run `make image` "
                               f"or docker pull {spec.image}") from None
         except APIError as exc:
-            raise SubmitError(_engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
+            raise _refused(exc, _engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendUnavailable(_unreachable(exc)) from exc
         options = self._run_options(sub, str((image.get("Config") or {}).get("User") or ""))
@@ -194,8 +194,8 @@ class LocalBackend(Backend):
         except APIError as exc:
             if exc.status_code == 409:  # submitted before under this key: adopt it
                 return self._adopt(name)
-            raise SubmitError(one_line(f"cannot create container {name}: {_explain(exc)}; "
-                                        "check the job spec's image, command and resources")) from exc
+            raise _refused(exc, one_line(f"cannot create container {name}: {_explain(exc)}; "
+                                         "check the job spec's image, command and resources")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendUnavailable(_unreachable(exc)) from exc
         try:
@@ -203,8 +203,8 @@ class LocalBackend(Backend):
         except _ENGINE_ERRORS as exc:
             reason = _explain(exc) if isinstance(exc, APIError) else str(exc)
             self._discard(container.id)
-            raise SubmitError(one_line(f"cannot start container {name}: {reason}; "
-                                        "check the image's entrypoint and the job's command")) from exc
+            raise _refused(exc, one_line(f"cannot start container {name}: {reason}; "
+                                         "check the image's entrypoint and the job's command")) from exc
         log.debug("started %s (%s) from %s", name, container.id[:12], spec.image)
         return str(container.id)
 
@@ -260,7 +260,7 @@ class LocalBackend(Backend):
             try:
                 info = self.client.info()
             except APIError as exc:
-                raise SubmitError(_engine_error(exc, "cannot ask the engine about its host")) from exc
+                raise _refused(exc, _engine_error(exc, "cannot ask the engine about its host")) from exc
             except _ENGINE_ERRORS as exc:
                 raise BackendUnavailable(_unreachable(exc)) from exc
             self._host = {"cpus": int(info.get("NCPU") or 0), "memory": int(info.get("MemTotal") or 0),
@@ -443,6 +443,17 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+#: Engine answers that mean "busy, ask again": throttling, or a proxy in front of a remote engine.
+_BUSY = frozenset({429, 502, 503, 504})
+
+
+def _refused(exc: BaseException, text: str) -> BackendError:
+    """SubmitError for the engine's refusal; BackendUnavailable (waited out) when it is busy or unreachable."""
+    if isinstance(exc, APIError) and exc.status_code not in _BUSY:
+        return SubmitError(text)
+    return BackendUnavailable(text if isinstance(exc, APIError) else _unreachable(exc))
 
 
 def _explain(exc: APIError) -> str:

@@ -1,1 +1,1 @@
-"""The backend skeleton's promises: transient faults never charged, cancels that stop the bill, one submit per attempt, plug-ins."""
+"""The backend skeleton's promises: blips never charged, cancels that stop the bill, one submit per attempt."""

@@ -87,7 +87,7 @@ TRANSIENT: dict[str, Callable[[], BaseException]] = {
         "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")),
     "http.client RemoteDisconnected": lambda: http.client.RemoteDisconnected("Remote end closed connection"),
     "socket.gaierror (no such name)": lambda: socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
-    "socket.gaierror (resolver down)": lambda: socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    "socket.gaierror (resolver down)": lambda: socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name"),
     "ConnectionResetError": lambda: ConnectionResetError(104, "Connection reset by peer"),
     "ConnectionRefusedError": lambda: ConnectionRefusedError(111, "Connection refused"),
     "TimeoutError": lambda: TimeoutError("timed out"),

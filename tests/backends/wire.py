@@ -50,7 +50,7 @@ class Wire:
         threading.Thread(target=self._server.serve_forever, name="wire", daemon=True).start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
 
