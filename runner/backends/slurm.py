@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shlex
 import subprocess
@@ -47,6 +46,7 @@ from pydantic import Field, field_validator
 from runner.backends import slurm_parse as sp
 from runner.backends import slurm_script
 from runner.backends.base import Backend, Submission
+from runner.backends.slurm_cluster import Cluster, ssh_command
 from runner.cost.accounting import ServiceUnits
 from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
 from runner.spec.model import Duration, JobSpec, SpecModel
@@ -54,17 +54,7 @@ from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.slurm")
 
-SSH_ENV = "RUNNER_SLURM_SSH"
-COMMAND_TIMEOUT_S = 60.0
 SUBMIT_TIMEOUT_S = 120.0
-#: Slurm's and ssh's words for "the scheduler cannot be reached right now" (not the request's fault).
-_UNAVAILABLE = re.compile(
-    r"unable to contact slurm controller|socket timed out|connection refused|zero bytes were transmitted|"
-    r"communication connection failure|transport endpoint|temporarily unable|backup controller|"
-    r"slurm_persist_conn_open|problem talking to the database|unable to establish|connection timed out|"
-    r"resource temporarily unavailable|network is unreachable|no route to host|connection reset|"
-    r"could not resolve hostname|connection closed by", re.IGNORECASE)
-_GONE = re.compile(r"invalid job id specified|already completing or completed|job has already finished", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,128}$")
 _LOGIN = re.compile(r"^[A-Za-z0-9_.@-]{1,255}$")
 
@@ -167,46 +157,6 @@ def slurm_settings(spec: JobSpec) -> SlurmSettings:
     """Return the spec's ``slurm:`` section (defaults when it has none)."""
     section = spec.section("slurm")
     return section if isinstance(section, SlurmSettings) else SlurmSettings()
-
-
-class Cluster:
-    """Runs Slurm's commands here or on a login node over SSH; errors become the runner's."""
-
-    def __init__(self, login: str | None) -> None:
-        self.login = login
-        self.calls = 0  # scheduler commands run, for tests and logs
-
-    def run(self, argv: list[str], *, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT_S,
-            before: str = "", gone_ok: bool = False) -> str:
-        """Run one command (``before``: a shell prefix over SSH, done here by the caller); return stdout."""
-        self.calls += 1
-        env = {**os.environ, "SLURM_TIME_FORMAT": "%s"}
-        if self.login is None:
-            cmd, cwd = argv, str(Path.home())
-        else:
-            remote = "cd && " + (before + " && " if before else "") + "env SLURM_TIME_FORMAT=%s " + shlex.join(argv)
-            ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
-            cmd, cwd = [*ssh, "-o", "BatchMode=yes", self.login, remote], None
-        where = f" on {self.login}" if self.login else ""
-        try:
-            proc = subprocess.run(cmd, check=False, input=stdin, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-        except FileNotFoundError:
-            raise BackendError(f"{cmd[0]} is not installed here: install Slurm's client commands, or set "
-                               "slurm.login to a login node of your cluster") from None
-        except subprocess.TimeoutExpired:
-            raise BackendUnavailable(f"{argv[0]}{where} did not answer in {timeout:g}s; "
-                                     "the Slurm controller may be busy or down") from None
-        if proc.returncode == 0:
-            return proc.stdout
-        text = one_line(proc.stderr or proc.stdout or f"exit {proc.returncode}")
-        if gone_ok and _GONE.search(text):
-            return proc.stdout
-        if (self.login is not None and proc.returncode == 255) or _UNAVAILABLE.search(text):
-            raise BackendUnavailable(f"{argv[0]}{where}: {text}")
-        if "configuration source" in text or "slurm.conf" in text.lower():
-            raise BackendError(f"{argv[0]}{where} finds no Slurm configuration ({text}); set SLURM_CONF "
-                               "to your cluster's slurm.conf")
-        raise BackendError(f"{argv[0]}{where}: {text}")
 
 
 class SlurmBackend(Backend):
@@ -385,8 +335,7 @@ class SlurmBackend(Backend):
         if follow:
             script = (f"cd && {{ tail -n +1 -F {shlex.quote(name)} 2>/dev/null & t=$!; "
                       f"while squeue -h -j {job} 2>/dev/null | grep -q .; do sleep 3; done; sleep 2; kill $t; }}")
-        ssh = shlex.split(os.environ.get(SSH_ENV) or "ssh")
-        proc = subprocess.Popen([*ssh, "-o", "BatchMode=yes", login, script], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([*ssh_command(), "-o", "BatchMode=yes", login, script], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_find_adopts_what_was_submitted_before(slurm_conf: str, tmp_path: Path,
                 "image": CIFAR_IMAGE, "command": ["sleep", "60"], "array": array,
                 "resources": {"cpus": 1, "memory": "128Mi"}, "checkpoint": {"uri": f"file://{tmp_path}/ck{array}"},
                 "backend": "slurm", "slurm": {"partition": "spot", "runtime": "none"}}))
-            job_id = f"find{array}-0000{array}"
+            job_id = f"find{array}-{uuid.uuid4().hex[:6]}"  # job names outlive tests in sacct
             subs = [Submission(spec, job_id, f"{job_id}-{i}-1", 1, i, spec.checkpoint_uri_for(i, job_id),
                                spec.container_env(job_id, 1, spec.checkpoint_uri_for(i, job_id))) for i in range(array)]
             assert all(backend.find(sub) is None for sub in subs)
