@@ -43,21 +43,22 @@ from tests.faults.cases import Tally
 SCRIPT = ROOT / "examples" / "plain-pytorch" / "naive_train.py"
 #: 52 MB saved every 20 steps: a torch.save that lasts long enough (about 0.15 s here) for a notice to land in it.
 ARGS = ["--steps", "200", "--save-every", "20", "--hidden", "2048"]
+QUICK_ARGS = ["--steps", "100", "--save-every", "20", "--hidden", "2048"]
 
 
-def _attempt(store_uri: str, folder: Path, attempt: int, halt: Path) -> subprocess.Popen[str]:
+def _attempt(store_uri: str, folder: Path, attempt: int, halt: Path, args: list[str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     env.update(RUNNER_CHECKPOINT_URI=store_uri, RUNNER_NOTICE="none", RUNNER_ATTEMPT=str(attempt),
                RUNNER_HALT_FILE=str(halt), RUNNER_CHECKPOINT_KEEP="2", PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "runner.exec", "--dir", str(folder), "--", sys.executable,
-                             str(SCRIPT), "--out", str(folder), *ARGS], cwd=folder.parent, env=env,
+                             str(SCRIPT), "--out", str(folder), *args], cwd=folder.parent, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def reference(workdir: Path) -> str:
+def reference(workdir: Path, args: list[str]) -> str:
     """The weights sha256 of the script run alone, uninterrupted."""
     out = workdir / "exec-reference"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *ARGS], check=True, capture_output=True,
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *args], check=True, capture_output=True,
                    timeout=600)
     return str(json.loads((out / "result.json").read_text())["weights_sha256"])
 
@@ -108,7 +109,7 @@ def _wait_for_save(folder: Path, proc: subprocess.Popen[str], timeout: float = 1
     return None
 
 
-def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> Row:
+def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str, args: list[str]) -> Row:
     tally = Tally(f"runner exec, non-atomic torch.save: {'notices inside a save' if kind == 'notice' else 'SIGKILLs'}")
     base = ctx.workdir / f"exec-{kind}"
     base.mkdir(parents=True)
@@ -117,7 +118,7 @@ def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> 
     while not finished and attempt < trials + 20:
         attempt += 1
         folder = base / f"attempt-{attempt}"  # a fresh machine each time: restored from the store
-        proc = _attempt(uri, folder, attempt, halt)
+        proc = _attempt(uri, folder, attempt, halt, args)
         if tally.trials >= trials:
             out, _ = proc.communicate(timeout=600)
             finished = proc.returncode == 0
@@ -166,13 +167,14 @@ def _job(ctx: FaultContext, kind: str, trials: int, rng: Any, expected: str) -> 
         tally.loss("the job ended with other weights than the uninterrupted run")
     elif not finished and not tally.losses:
         tally.loss(f"the job did not finish in {attempt} attempts")
-    return tally.row(f"{SCRIPT.name} {' '.join(ARGS)}, 52 MB last.pt; job finished with the uninterrupted "
+    return tally.row(f"{SCRIPT.name} {' '.join(args)}, 52 MB last.pt; job finished with the uninterrupted "
                      f"run's weights: {'yes' if finished and not tally.losses else 'NO'}")
 
 
 def exec_torn_saves(ctx: FaultContext) -> list[Row]:
     """Notices inside a non-atomic save, and SIGKILLs, under runner exec: nothing torn committed, exact weights."""
-    expected = reference(ctx.workdir)
+    args = QUICK_ARGS if ctx.quick else ARGS
+    expected = reference(ctx.workdir, args)
     rng = ctx.rng("exec-torn-saves")
     trials = 2 if ctx.quick else 5
-    return [_job(ctx, "notice", trials, rng, expected), _job(ctx, "kill", trials, rng, expected)]
+    return [_job(ctx, "notice", trials, rng, expected, args), _job(ctx, "kill", trials, rng, expected, args)]
