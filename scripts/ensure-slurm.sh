@@ -85,6 +85,15 @@ install_packages() {
   [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed (rc=$rc)"
 }
 
+check_reachable() {  # munged and MariaDB run as their own users: they must be able to walk to $DIR
+  local user
+  mkdir -p "$DIR"
+  for user in munge mysql; do
+    runuser -u "$user" -- test -x "$DIR" 2>/dev/null \
+      || die "$DIR cannot be reached by the $user user (a parent folder is private): pick another SPOT_RUNNER_SLURM_DIR, such as /tmp/spot-runner-slurm"
+  done
+}
+
 write_configs() {
   [ -s "$CONF" ] && return 0
   say "creating the cluster's folder $DIR"
@@ -296,6 +305,7 @@ esac
 [ "$(id -u)" -eq 0 ] || die "needs root: it starts slurmctld, slurmd and MariaDB (run it with sudo)"
 started=$(date +%s)
 install_packages
+check_reachable
 write_configs
 start_munge
 start_mariadb
