@@ -151,6 +151,7 @@ def cancel(ledger: Ledger, job_id: str, backend_factory: Callable[[str], Backend
         job = _move(ledger, job_id, JobState.CANCELLING, "cancel requested by the user",
                     lambda s: not s.is_terminal())
     still: list[str] = []
+    stopped: set[int] = set()
     backends: dict[str, Backend] = {}
     try:
         for attempt in open_:
@@ -163,9 +164,10 @@ def cancel(ledger: Ledger, job_id: str, backend_factory: Callable[[str], Backend
                                      retry=retry_if_exception_type(BackendError), reraise=True):
                     with try_:
                         backend.cancel(attempt.backend_id)
+                stopped.add(attempt.id)
             except BackendError as exc:
                 still.append(f"attempt {attempt.number} ({exc})")
-        _confirm(ledger, job_id, backends)
+        _confirm(ledger, job_id, backends, stopped)
     finally:
         for backend in backends.values():
             backend.close()
@@ -236,11 +238,15 @@ def _move(ledger: Ledger, job_id: str, state: JobState, message: str, allowed: C
     raise RunnerError(f"{job_id} keeps changing state; try again")
 
 
-def _confirm(ledger: Ledger, job_id: str, backends: dict[str, Backend]) -> None:
-    """Poll the attempts just stopped and record what the backends say (a stop is confirmed by a poll)."""
+def _confirm(ledger: Ledger, job_id: str, backends: dict[str, Backend], stopped: set[int]) -> None:
+    """Poll the attempts just stopped and record what the backends say (a stop is confirmed by a poll).
+
+    Only attempts whose stop call went through: one that could not be stopped is still running, and
+    polling it for ten seconds would only delay saying so.
+    """
     by_backend: dict[str, list[Any]] = {}
     for attempt in ledger.attempts(job_id):
-        if attempt.is_open and attempt.backend_id and attempt.backend in backends:
+        if attempt.is_open and attempt.backend_id and attempt.backend in backends and attempt.id in stopped:
             by_backend.setdefault(attempt.backend, []).append(attempt)
     for name, attempts in by_backend.items():
         for _ in range(10):  # a stop takes a moment to show (AWS: RUNNING -> FAILED)

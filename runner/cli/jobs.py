@@ -259,8 +259,9 @@ def cancel(
         with _ledger() as ledger:
             outcome = service.cancel(ledger, job_id)
         out.print(outcome.message, markup=False)
-        if outcome.job.state == JobState.CANCELLING and wait > 0:
-            watch_jobs([job_id], 2.0, timeout=wait)
+        if outcome.job.state == JobState.CANCELLING:  # not confirmed yet: wait (--wait), else exit non-zero
+            if wait > 0:
+                watch_jobs([job_id], 2.0, timeout=wait)
             with _ledger() as ledger:
                 state = ledger.get_job(job_id).state
             if state != JobState.CANCELLED:

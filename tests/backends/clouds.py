@@ -15,7 +15,6 @@ carries TCP to the engine's Unix socket, so a FaultProxy can sit in front of the
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -99,7 +98,7 @@ class Cloud:
     running: Callable[[list[str]], list[str]]       # attempt keys -> what still runs for them
     checkpoint_uri: str = ""
     base_env: dict[str, str] = field(default_factory=dict)
-    requests_per_call: int = 1                      # HTTP requests one SDK call makes when every one fails
+    requests_per_call: int = 1                      # HTTP requests one SDK call makes when each answers 503
 
     def spec(self, name: str, code: str, endpoint: str | None = None, **extra: Any) -> dict[str, Any]:
         """A job spec that runs ``python -c code`` here."""
@@ -172,7 +171,7 @@ def aws_cloud(moto: Any, settings: dict[str, Any], image: str) -> Cloud:
         poll_match=lambda m, p: m == "POST" and path_of(p) in ("/v1/describejobs", "/v1/listjobs"),
         stop_match=lambda m, p: m == "POST" and path_of(p) in ("/v1/terminatejob", "/v1/canceljob"),
         count=lambda key: len(jobs(key)), running=running, checkpoint_uri="s3://spot-runner-backends",
-        requests_per_call=2)  # botocore's standard mode, max_attempts 2 (runner/backends/aws_batch.py)
+        requests_per_call=3)  # botocore's standard mode: the call and 2 retries (measured)
 
 
 # ---------------------------------------------------------------------------- gcp (the stand-in)
@@ -253,6 +252,21 @@ def settle(cloud: Cloud, keys: list[str], timeout: float = 60, every: float = 0.
         time.sleep(every)
 
 
-def free_env() -> dict[str, str]:
-    """This process's environment without the runner's variables (for a subprocess)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+def engine_running(docker_client: Any, job_ids: list[str]) -> list[str]:
+    """Containers running on this engine for any of ``job_ids`` (by RUNNER_JOB_ID), whoever started them.
+
+    Every backend here runs attempts as containers on the local engine (moto and the stand-ins
+    too), with the contract's environment: this asks the engine itself, not the service.
+    """
+    from runner.contract import JOB_ID
+
+    wanted = {f"{JOB_ID}={job_id}" for job_id in job_ids}
+    found = []
+    for container in docker_client.containers.list(filters={"status": "running"}):
+        try:
+            env = set(container.attrs.get("Config", {}).get("Env") or [])
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            continue
+        if env & wanted:
+            found.append(container.name)
+    return found
