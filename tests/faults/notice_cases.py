@@ -102,10 +102,8 @@ def _trial(ctx: FaultContext, tally: Tally, kind: str, trial: int, hung: bool, r
             deadline = time.monotonic() + 120
             while target.committed() == 0 and time.monotonic() < deadline and proc.proc.poll() is None:
                 time.sleep(0.2)
-            target.hold(HUNG_S)
-        else:
-            target.hold(HOLD_S)
-        target.rearm()
+        target.rearm()  # before the hold: a write held from here on is seen
+        target.hold(HUNG_S if hung else HOLD_S)
         deadline = time.monotonic() + 120
         while not target.held() and time.monotonic() < deadline and proc.proc.poll() is None:
             time.sleep(0.01)
