@@ -24,7 +24,8 @@ a watcher restarted by systemd or cron does not wait out its predecessor's lease
 watcher that lost its lease mid-tick (paused, too slow) cannot start or end anything.
 
 Schema versions: 1 (jobs, attempts), 2 (leases), 3 (who is submitting an attempt since when; a job's
-machine, for the preemption history). An older ledger is upgraded in place when it is opened; a newer
+machine, for the preemption history), 4 (each attempt's capacity, spot or on-demand, and why the
+runner asked it to stop: a switch of capacity or a budget). An older ledger is upgraded in place when it is opened; a newer
 one is refused.
 
 Never one attempt submitted twice: before the backend is asked, :meth:`Ledger.begin_submit` marks the
@@ -62,7 +63,7 @@ from runner.states import AttemptState, AttemptStatus, JobState
 if TYPE_CHECKING:
     from runner.spec.model import JobSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Seconds a lease lasts unless renewed; a killed watcher's jobs are taken over after this.
 LEASE_TTL = 30.0
 #: Seconds another watcher leaves a reserved attempt alone while its submitter may still be sending it
@@ -138,6 +139,10 @@ ALTER TABLE attempts ADD COLUMN submitting_at REAL;
 ALTER TABLE attempts ADD COLUMN submitting_by TEXT;
 ALTER TABLE jobs ADD COLUMN machine TEXT;
 CREATE INDEX IF NOT EXISTS jobs_by_machine ON jobs (machine);
+""",
+    4: """
+ALTER TABLE attempts ADD COLUMN capacity TEXT NOT NULL DEFAULT 'spot';
+ALTER TABLE attempts ADD COLUMN stop_requested TEXT;
 """,
 }
 
@@ -280,6 +285,8 @@ class Attempt:
     reason: str
     submitting_at: float | None = None
     submitting_by: str | None = None
+    capacity: str = "spot"               # "spot" or "on-demand"
+    stop_requested: str | None = None    # why the runner asked it to stop: "switch", "budget"
 
     @property
     def key(self) -> str:
@@ -535,7 +542,7 @@ class Ledger:
     # ------------------------------------------------------------------ attempts
 
     def reserve_attempt(self, job_id: str, array_index: int = 0, backend: str | None = None,
-                        owner: str | None = None) -> Attempt:
+                        owner: str | None = None, capacity: str = "spot") -> Attempt:
         """Insert the next PENDING attempt before it is submitted; refuse while one is still open.
 
         ``backend`` defaults to the job's; name another to move the job (its checkpoint URI
@@ -570,8 +577,8 @@ class Ledger:
                 (job_id, array_index),
             ).fetchone()
             cursor = db.execute(
-                "INSERT INTO attempts (job_id, number, array_index, backend, state, reserved_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO attempts (job_id, number, array_index, backend, state, reserved_at, capacity)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     last + 1,
@@ -579,6 +586,7 @@ class Ledger:
                     backend or job.backend,
                     AttemptState.PENDING.value,
                     time.time(),
+                    capacity,
                 ),
             )
             row = db.execute("SELECT * FROM attempts WHERE id = ?", (cursor.lastrowid,)).fetchone()
@@ -683,6 +691,21 @@ class Ledger:
             "WHERE j.machine = ? AND a.started_at IS NOT NULL AND a.ended_at IS NOT NULL",
             (AttemptState.PREEMPTED.value, AttemptState.PREEMPTED.value, noticed_exit, machine))
         return float(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    def request_stop(self, attempt_id: int, why: str) -> Attempt:
+        """Record that the runner asked an attempt to stop, and why (``switch``, ``budget``)."""
+        with self._write() as db:
+            self._require_attempt(db, attempt_id)
+            db.execute("UPDATE attempts SET stop_requested = ? WHERE id = ?", (why, attempt_id))
+            return attempt_from_row(self._require_attempt(db, attempt_id))
+
+    def update_spec(self, job_id: str, spec: JobSpec) -> Job:
+        """Replace a job's stored spec (``runner resume --budget``), redacted as at creation."""
+        spec_json = json.dumps(redact_spec(spec.model_dump(mode="json")), sort_keys=True)
+        with self._write() as db:
+            self._require_job(db, job_id)
+            db.execute("UPDATE jobs SET spec_json = ?, updated_at = ? WHERE id = ?", (spec_json, time.time(), job_id))
+        return self.get_job(job_id)
 
     def get_attempt(self, attempt_id: int) -> Attempt:
         """Return one attempt; raise LedgerError when there is none with this id."""

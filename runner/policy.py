@@ -16,6 +16,7 @@ The rules, per array index, on the newest attempt:
 | PREEMPTED               | start the next while the preemption budget lasts, else FAILED | -         | -              |
 | FAILED                  | start the next while the failure budget lasts, else FAILED | -            | -              |
 | HALTED                  | start the next (the job was resumed); PAUSED if it ended after the job last moved | - | -   |
+| HALTED or CANCELLED to switch capacity (``stop_requested: switch``) | start the next (on the other capacity) | - | - |
 | CANCELLED               | the job is CANCELLED                             | -                      | -              |
 
 When every index has SUCCEEDED the job is SUCCEEDED (whatever else was asked). A PAUSING job
@@ -40,6 +41,7 @@ HALT_TIMEOUT = 180.0
 class JobLike(Protocol):
     id: str
     state: JobState
+    message: str
     array_size: int
     preemption_budget: int
     failure_budget: int
@@ -55,6 +57,7 @@ class AttemptLike(Protocol):
     backend_id: str | None
     started_at: float | None
     ended_at: float | None
+    stop_requested: str | None
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ def decide(job: JobLike, attempts: Sequence[AttemptLike], now: float,
 
 def _pausing(job: JobLike, open_: list[AttemptLike], now: float, halt_timeout: float) -> list[Action]:
     if not open_:
+        if job.message.startswith("budget reached"):  # the watcher paused it: say why, not "the user"
+            return [Move(JobState.PAUSED, job.message)]
         return [Move(JobState.PAUSED, f"halted by the user; resume with `runner resume {job.id}`")]
     actions: list[Action] = []
     for a in open_:
@@ -167,6 +172,8 @@ def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, At
                 return [Move(JobState.FAILED, f"attempt {a.number} failed ({a.reason or 'no reason given'}) and "
                                               f"the failure budget (retries.failures = {used.failure_budget}) "
                                               f"is spent; see `runner logs {job.id}`")]
+        elif a.state in (AttemptState.HALTED, AttemptState.CANCELLED) and a.stop_requested == "switch":
+            actions.append(Start((index,), f"attempt {a.number} made way for the other capacity"))
         elif a.state == AttemptState.HALTED:
             if a.ended_at is not None and a.ended_at > job.updated_at:  # halted since the job last moved
                 return [Move(JobState.PAUSED, f"attempt {a.number} stopped for a HALT request under the checkpoint "

@@ -16,7 +16,6 @@ within a few seconds on every backend (it commits a checkpoint and exits 75, as 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -34,9 +33,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from runner import contract
 from runner.backends import Backend, get_backend
 from runner.errors import BackendError, RunnerError, SpecError
+from runner.job_files import clear_halt, write_halt
 from runner.ledger import Job, JobStateChanged, Ledger
 from runner.paths import data_dir
 from runner.plugins import backend_class
@@ -187,7 +186,7 @@ def halt(ledger: Ledger, job_id: str) -> Outcome:
         return Outcome(job, f"{job_id} is already PAUSED; resume it with `runner resume {job_id}`", changed=False)
     if job.state.is_terminal() or job.state == JobState.CANCELLING:
         raise RunnerError(f"{job_id} is {job.state.value}: there is nothing to halt")
-    _write_halt(job)
+    write_halt(job, None, "halt")
     if job.state == JobState.PAUSING:
         return Outcome(job, f"{job_id} is already PAUSING (halt requested again)", changed=False)
     job = _move(ledger, job_id, JobState.PAUSING, "halt requested: the running attempt commits a checkpoint and "
@@ -196,8 +195,11 @@ def halt(ledger: Ledger, job_id: str) -> Outcome:
     return Outcome(job, f"halting {job_id}: its attempt commits a checkpoint and stops; the job is then PAUSED")
 
 
-def resume(ledger: Ledger, job_id: str) -> Outcome:
-    """Start a PAUSED job again from its checkpoint: the HALT request is removed, the job QUEUED."""
+def resume(ledger: Ledger, job_id: str, budget: float | None = None) -> Outcome:
+    """Start a PAUSED job again from its checkpoint: the HALT request is removed, the job QUEUED.
+
+    ``budget`` raises (or sets) the job's budget first: a job paused by its budget goes on with it.
+    """
     job = ledger.get_job(job_id)
     if job.state in (JobState.QUEUED, JobState.RUNNING):
         return Outcome(job, f"{job_id} is {job.state.value}, not paused: nothing to resume", changed=False)
@@ -206,23 +208,14 @@ def resume(ledger: Ledger, job_id: str) -> Outcome:
                           f"wait for PAUSED (`runner status {job_id}`), then resume")
     if job.state != JobState.PAUSED:
         raise RunnerError(f"{job_id} is {job.state.value}: only a PAUSED job resumes; submit the spec again")
-    for store in _stores(job):
-        store.delete([contract.HALT_KEY])
+    if budget is not None:
+        data = job.spec().model_dump(mode="json", exclude_defaults=True)
+        job = ledger.update_spec(job_id, spec_from_dict({**data, "budget": budget}, "--budget"))
+    elif job.message.startswith("budget reached"):
+        raise SpecError(f"{job_id} was paused by its budget; raise it: runner resume {job_id} --budget <more>")
+    clear_halt(job)
     job = _move(ledger, job_id, JobState.QUEUED, "resumed by the user", lambda s: s == JobState.PAUSED)
     return Outcome(job, f"resumed {job_id}: the next attempt starts from its newest checkpoint")
-
-
-def _write_halt(job: Job) -> None:
-    request = json.dumps({"requested_at": time.time(), "job_id": job.id}).encode()
-    for store in _stores(job):
-        store.write_bytes(contract.HALT_KEY, request)
-
-
-def _stores(job: Job) -> list[Any]:
-    from runner.stores import open_store
-
-    spec = job.spec()
-    return [open_store(spec.checkpoint_uri_for(i, job.id)) for i in range(job.array_size)]
 
 
 def _move(ledger: Ledger, job_id: str, state: JobState, message: str, allowed: Callable[[JobState], bool]) -> Job:

@@ -58,6 +58,7 @@ from runner.errors import (
     RunnerError,
     SubmitError,
 )
+from runner.job_files import clear_halt, read_result, resolve_secrets, write_halt
 from runner.ledger import (
     LEASE_TTL,
     Attempt,
@@ -70,12 +71,11 @@ from runner.ledger import (
     SubmitInProgress,
 )
 from runner.policy import Move, Stop, as_halted, decide
-from runner.spec import JobSpec, load_spec
+from runner.spec import JobSpec
 from runner.states import ACTIVE_JOB, AttemptState, AttemptStatus, JobState
 
 log = logging.getLogger("runner.watcher")
 SIM_PORT = int(os.environ.get("RUNNER_SIM_PORT", "18169"))
-REDACTED = "***"
 
 
 def new_owner_id() -> str:
@@ -305,8 +305,10 @@ class Watcher:
 
     # -- deciding -------------------------------------------------------------------------
     def _advance(self, job: Job) -> None:
-        """Carry out what :func:`runner.policy.decide` says for the job now."""
+        """Carry out what :func:`runner.policy.decide` says for the job now (after steering it)."""
         attempts = self.ledger.attempts(job.id)
+        if job.state in (JobState.QUEUED, JobState.RUNNING) and self._steer(job, attempts):
+            job, attempts = self.ledger.get_job(job.id), self.ledger.attempts(job.id)
         for action in decide(job, attempts, time.time()):
             if isinstance(action, Move):
                 if action.final:
@@ -325,6 +327,58 @@ class Watcher:
         for attempt in attempts:
             if attempt.state == AttemptState.RUNNING and job.state == JobState.RUNNING:
                 self._maybe_preempt(job, attempt)
+            elif attempt.state == AttemptState.PENDING and attempt.backend == "local" and self._preemptor:
+                self._maybe_release(job, attempt)
+
+    def _steer(self, job: Job, attempts: list[Attempt]) -> bool:
+        """Keep a job with a deadline or a budget on course (:mod:`runner.steering`); True if it changed."""
+        spec = job.spec()
+        if spec.capacity_policy == "spot-only" and spec.budget is None:
+            return False
+        from runner.steering import over_budget, steer
+        from runner.summary import read_progress
+
+        progress = read_progress(job, 0, spec)
+        why = over_budget(job, spec, attempts, progress)
+        open_ = [a for a in attempts if not a.state.is_terminal()]
+        if why is not None:
+            for attempt in open_:
+                self.ledger.request_stop(attempt.id, "budget")
+            write_halt(job, spec, "budget")
+            self.ledger.set_job_state(job.id, JobState.PAUSING, why, owner=self.owner, expect=(job.state,))
+            self._emit(job.id, f"job pausing: {why}")
+            return True
+        changed = False
+        for attempt in open_:
+            change = steer(job, spec, attempt, read_progress(job, attempt.array_index, spec))
+            if change is None:
+                continue
+            self.ledger.request_stop(attempt.id, "switch")
+            self._emit(job.id, f"attempt {attempt.number} ({attempt.capacity}): {change.why}")
+            if change.commit:
+                write_halt(job, spec, "switch", attempt.array_index)
+            elif attempt.backend_id is None:
+                self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.CANCELLED, change.why))
+            else:
+                try:
+                    self.backend(attempt.backend).cancel(attempt.backend_id)
+                except BackendError as exc:
+                    self._emit(job.id, f"attempt {attempt.number} could not be stopped yet ({exc}); next pass")
+            changed = True
+        return changed
+
+    def _maybe_release(self, job: Job, attempt: Attempt) -> None:
+        spec = job.spec()
+        if spec.simulate_preemption is None or not attempt.backend_id:
+            return
+        did = self._preemptor_for().release(job, attempt, spec.simulate_preemption)
+        if did:
+            self._emit(job.id, f"simulator: {did}")
+
+    def _hold(self, sub: Submission) -> bool:
+        """Whether the simulator keeps a new local attempt waiting for a machine (a spot outage)."""
+        plan = sub.spec.simulate_preemption
+        return plan is not None and self._preemptor_for().hold(self.ledger.get_job(sub.job_id), plan, sub.capacity)
 
     def _stop(self, job: Job, action: Stop) -> None:
         """Cancel one attempt on its backend; a failure is said once and tried again next pass."""
@@ -342,18 +396,34 @@ class Watcher:
         self._emit_once(-attempt.id, job.id, f"stopping attempt {attempt.number}: {action.why}")
 
     def _next_attempt(self, job: Job, index: int, why: str) -> None:
+        spec = job.spec()
+        previous = [a for a in self.ledger.attempts(job.id) if a.array_index == index]
+        if previous and previous[-1].stop_requested == "switch":  # its switch is done: the next one runs on
+            clear_halt(job, spec, index)
         try:
-            attempt = self.ledger.reserve_attempt(job.id, index, owner=self.owner)
+            attempt = self.ledger.reserve_attempt(job.id, index, owner=self.owner,
+                                                  capacity=self._capacity(job, spec, index))
         except (AttemptStillOpen, JobNotActive):
             return  # another pass (or watcher) got there first, or the job was halted or cancelled meanwhile
-        self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}")
+        on = f" on {attempt.capacity}" if spec.capacity_policy != "spot-only" else ""
+        self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}{on}")
         self._submit(job, attempt)
+
+    def _capacity(self, job: Job, spec: JobSpec, index: int) -> str:
+        if spec.capacity_policy in ("spot-only", "on-demand"):
+            return "spot" if spec.capacity_policy == "spot-only" else "on-demand"
+        from runner.steering import capacity_for
+        from runner.summary import read_progress
+
+        return capacity_for(job, spec, read_progress(job, index, spec))
 
     def _first_attempts(self, job: Job, indexes: list[int], why: str) -> None:
         attempts = []
+        spec = job.spec()
         for index in indexes:
             try:
-                attempts.append(self.ledger.reserve_attempt(job.id, index, owner=self.owner))
+                attempts.append(self.ledger.reserve_attempt(job.id, index, owner=self.owner,
+                                                            capacity=self._capacity(job, spec, index)))
             except (AttemptStillOpen, JobNotActive):
                 continue
         if attempts:
@@ -370,7 +440,7 @@ class Watcher:
             env["RUNNER_NOTICE"] = sim_cloud(spec)
             self._preemptor_for().prepare(attempt.key, sim_cloud(spec))
         return Submission(spec=spec, job_id=job.id, key=attempt.key, attempt=attempt.number,
-                          array_index=attempt.array_index, checkpoint_uri=uri, env=env)
+                          array_index=attempt.array_index, checkpoint_uri=uri, env=env, capacity=attempt.capacity)
 
     def _submit_all(self, job: Job, attempts: list[Attempt]) -> None:
         """Submit attempts of one job on one backend (several at once for array children)."""
@@ -455,7 +525,10 @@ class Watcher:
                     log.warning("port %d is taken (another watcher?); the notice simulator listens at %s",
                                 SIM_PORT, self._simulator.url)
             self._backends.pop("local", None)  # rebuild with the simulator's URL
-            self._preemptor = Preemptor(self.backend("local"), self._simulator)
+            local = self.backend("local")
+            self._preemptor = Preemptor(local, self._simulator)
+            if hasattr(local, "hold"):
+                local.hold = self._hold
         return self._preemptor
 
     def _emit(self, job_id: str, text: str) -> None:
@@ -470,48 +543,3 @@ def sim_cloud(spec: JobSpec) -> str:
     """The cloud whose notices the simulator imitates for ``spec`` (aws unless the spec says)."""
     return spec.notice if spec.notice in ("aws", "gcp", "azure") else "aws"
 
-
-def resolve_secrets(spec: JobSpec, job: Job) -> JobSpec:
-    """Put back env values the ledger redacted: from the job's spec file, else this process's environment.
-
-    The spec file comes first: it holds the job's own value, which a same-named variable of the
-    watcher's environment (its own cloud credentials, say) must not replace.
-    """
-    missing = [k for k, v in spec.env.items() if v == REDACTED]
-    if not missing:
-        return spec
-    env = dict(spec.env)
-    from_file: JobSpec | None = None
-    if job.spec_path and os.path.exists(job.spec_path):
-        try:
-            from_file = load_spec(job.spec_path)
-        except RunnerError:
-            from_file = None  # edited since: fall back to the environment
-    for key in missing:
-        if from_file is not None and from_file.env.get(key, REDACTED) != REDACTED:
-            env[key] = from_file.env[key]
-        elif key in os.environ:
-            env[key] = os.environ[key]
-        else:
-            raise SubmitError(f"env {key} of job {job.id} is a secret the ledger does not keep: "
-                              f"export {key} where the watcher runs")
-    return spec.model_copy(update={"env": env})
-
-
-def read_result(job: Job) -> dict[str, Any]:
-    """Read each array child's final manifest from its checkpoint store."""
-    from runner.stores import open_store
-    from runner.task import manifest as mf
-
-    spec = job.spec()
-    results = []
-    for index in range(job.array_size):
-        uri = spec.checkpoint_uri_for(index, job.id)
-        try:
-            final = mf.read_manifest(open_store(uri), mf.FINAL)
-        except (FileNotFoundError, RunnerError, OSError) as exc:
-            results.append({"checkpoint_uri": uri, "error": f"no final result: {exc}"})
-            continue
-        results.append({"checkpoint_uri": uri, "weights_sha256": final.get("weights_sha256"),
-                        "metrics": final.get("metrics", {}), "step": final.get("step")})
-    return results[0] if job.array_size == 1 else {"children": results}

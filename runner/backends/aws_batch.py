@@ -36,7 +36,7 @@ from runner.backends.aws_setup import (
     aws_settings,
     definition_request,
     job_name,
-    required,
+    queue_for,
     submit_request,
 )
 from runner.backends.base import Submission
@@ -119,6 +119,7 @@ class AwsBatchBackend(CloudBatchBackend):
 
     name = "aws"
     summary = "AWS Batch"
+    capacities = ("spot", "on-demand")
     settings_model = AwsSettings
     required = ("job_queue",)
     uri_example = "s3://bucket/prefix"
@@ -180,7 +181,7 @@ class AwsBatchBackend(CloudBatchBackend):
         region = self._region(first.spec)
         batch = self.client("batch", region)
         definition = self._definition(batch, region, first.spec, first.env)
-        queue = required(first.spec, "job_queue")
+        queue = queue_for(first.spec, first.capacity)
         if len(subs) > 1 and self._uniform(subs):
             answer = batch.submit_job(**submit_request(first, definition, array_size=len(subs)))
             self._queues.setdefault(region, set()).add(queue)
@@ -290,7 +291,7 @@ class AwsBatchBackend(CloudBatchBackend):
         region = self._region(sub.spec)
         batch = self.client("batch", region)
         name = job_name(sub.key)
-        queues = set(self._queues.get(region, set())) | {required(sub.spec, "job_queue")}
+        queues = set(self._queues.get(region, set())) | {queue_for(sub.spec, sub.capacity)}
         found: list[dict[str, Any]] = []
         for queue in sorted(queues):  # with a JOB_NAME filter, list_jobs returns jobs of every status
             answer = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}])

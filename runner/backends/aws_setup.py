@@ -60,6 +60,8 @@ class AwsSettings(SpecModel):
     max_vcpus: int | None = Field(default=None, ge=1, le=1_000_000)
     job_role_arn: str | None = None
     log_group: str | None = None
+    on_demand_job_queue: str | None = None      # default: <job_queue>-ondemand
+    on_demand_compute_environment: str | None = None
 
 
 def aws_settings(spec: JobSpec) -> AwsSettings:
@@ -129,7 +131,7 @@ def submit_request(sub: Submission, definition: str, array_size: int | None = No
         env[contract.ARRAY_INDEX_VAR] = "AWS_BATCH_JOB_ARRAY_INDEX"
     request: dict[str, Any] = {
         "jobName": job_name(sub.key),
-        "jobQueue": required(spec, "job_queue"),
+        "jobQueue": queue_for(spec, sub.capacity),
         "jobDefinition": definition,
         "containerOverrides": {"environment": [{"name": k, "value": v} for k, v in sorted(env.items())]},
         "retryStrategy": retry_strategy(spec),
@@ -142,6 +144,14 @@ def submit_request(sub: Submission, definition: str, array_size: int | None = No
     if spec.timeout_s is not None:
         request["timeout"] = {"attemptDurationSeconds": max(60, math.ceil(spec.timeout_s))}
     return request
+
+
+def queue_for(spec: JobSpec, capacity: str) -> str:
+    """The job queue an attempt of ``capacity`` goes to: ``job_queue`` (spot), or its on-demand sibling."""
+    queue = required(spec, "job_queue")
+    if capacity == "spot":
+        return queue
+    return aws_settings(spec).on_demand_job_queue or f"{queue}-ondemand"
 
 
 def required(spec: JobSpec, field: str) -> str:
@@ -162,25 +172,36 @@ def ensure_batch(batch: Any, spec: JobSpec, echo: Callable[[str], None], wait_s:
     if not queue:
         raise BackendError("field 'aws.job_queue' is required for `runner init aws`; add job_queue: ... under aws:")
     ce_name = settings.compute_environment or f"{queue}-spot"
+    od_queue = queue_for(spec, "on-demand")
+    od_name = settings.on_demand_compute_environment or f"{queue}-ondemand"
     try:
         template = ensure_imds_template(ec2 or _ec2_like(batch), f"{ce_name}-imds")
         ce_arn = _ensure_compute_environment(batch, ce_name, settings, echo, wait_s, template)
         queue_arn = _ensure_queue(batch, queue, ce_arn, echo)
+        # On-demand capacity beside it, for the attempts a deadline needs (minvCpus 0: idle costs nothing).
+        od_arn = _ensure_compute_environment(batch, od_name, settings, echo, wait_s, template, "on-demand")
+        od_queue_arn = _ensure_queue(batch, od_queue, od_arn, echo)
     except (BotoCoreError, ClientError) as exc:
         raise BackendError(f"`runner init aws` failed: {describe(exc)}") from exc
-    return {"compute_environment": ce_arn, "job_queue": queue_arn}
+    return {"compute_environment": ce_arn, "job_queue": queue_arn,
+            "on_demand_compute_environment": od_arn, "on_demand_job_queue": od_queue_arn}
 
 
-def compute_resources(settings: AwsSettings) -> dict[str, Any]:
-    """Return the ``computeResources`` of the spot compute environment for ``settings``."""
+#: (computeResources type, allocation strategy) by capacity.
+CAPACITY_KINDS = {"spot": ("SPOT", "SPOT_PRICE_CAPACITY_OPTIMIZED"), "on-demand": ("EC2", "BEST_FIT_PROGRESSIVE")}
+
+
+def compute_resources(settings: AwsSettings, capacity: str = "spot") -> dict[str, Any]:
+    """Return the ``computeResources`` of the spot (or on-demand) compute environment for ``settings``."""
     missing = [f for f in ("subnets", "security_group_ids", "instance_role") if not getattr(settings, f)]
     if missing:
         raise BackendError(f"`runner init aws` needs aws.{missing[0]} to create a compute environment; "
                            f"add {missing[0]}: ... under aws: (subnets and security groups of your VPC, "
                            "the instance profile of ecsInstanceRole)")
+    kind, strategy = CAPACITY_KINDS[capacity]
     return {
-        "type": "SPOT",
-        "allocationStrategy": "SPOT_PRICE_CAPACITY_OPTIMIZED",
+        "type": kind,
+        "allocationStrategy": strategy,
         "minvCpus": 0,
         "maxvCpus": settings.max_vcpus or DEFAULT_MAX_VCPUS,
         "instanceTypes": list(settings.instance_types) or ["optimal"],
@@ -190,17 +211,18 @@ def compute_resources(settings: AwsSettings) -> dict[str, Any]:
     }
 
 
-def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings,
-                                echo: Callable[[str], None], wait_s: float, template: dict[str, str]) -> str:
+def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings, echo: Callable[[str], None],
+                                wait_s: float, template: dict[str, str], capacity: str = "spot") -> str:
+    kind, strategy = CAPACITY_KINDS[capacity]
     found = batch.describe_compute_environments(computeEnvironments=[name]).get("computeEnvironments", [])
     if not found:
-        wanted = {**compute_resources(settings), "launchTemplate": template}
+        wanted = {**compute_resources(settings, capacity), "launchTemplate": template}
         kwargs: dict[str, Any] = {"computeEnvironmentName": name, "type": "MANAGED", "state": "ENABLED",
                                   "computeResources": wanted, "tags": {"spot-runner": "1"}}
         if settings.service_role:
             kwargs["serviceRole"] = settings.service_role
         arn = str(batch.create_compute_environment(**kwargs)["computeEnvironmentArn"])
-        echo(f"created compute environment {name}: SPOT, SPOT_PRICE_CAPACITY_OPTIMIZED, "
+        echo(f"created compute environment {name}: {kind}, {strategy}, "
              f"0-{wanted['maxvCpus']} vCPUs, {', '.join(wanted['instanceTypes'])}, {_imds_said(template)} ({arn})")
         _wait_valid(batch, name, echo, wait_s)
         return arn
@@ -208,13 +230,13 @@ def _ensure_compute_environment(batch: Any, name: str, settings: AwsSettings,
     arn = str(ce["computeEnvironmentArn"])
     have = ce.get("computeResources") or {}
     problems = []
-    if ce.get("type") != "MANAGED" or have.get("type") != "SPOT":
-        problems.append(f"it is {ce.get('type')}/{have.get('type')}, not MANAGED/SPOT")
-    if have.get("allocationStrategy") not in (None, "SPOT_PRICE_CAPACITY_OPTIMIZED"):
+    if ce.get("type") != "MANAGED" or have.get("type") != kind:
+        problems.append(f"it is {ce.get('type')}/{have.get('type')}, not MANAGED/{kind}")
+    if have.get("allocationStrategy") not in (None, strategy):
         problems.append(f"its allocation strategy is {have.get('allocationStrategy')}")
     for problem in problems:
         echo(f"warning: compute environment {name}: {problem}; this cannot change in place: "
-             f"delete it, or name another one with aws.compute_environment")
+             f"delete it, or name another one with aws.{'compute_environment' if capacity == 'spot' else 'on_demand_compute_environment'}")
     changes: dict[str, Any] = {}
     what: list[str] = []
     max_vcpus = settings.max_vcpus

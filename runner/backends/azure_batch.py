@@ -40,8 +40,10 @@ from runner.backends.azure_setup import (
     azure_id,
     azure_settings,
     ensure_pool,
+    job_for,
     job_options,
     make_client,
+    pool_for,
     settings,
     task_options,
 )
@@ -128,6 +130,7 @@ class AzureBatchBackend(CloudBatchBackend):
     name = "azure"
     summary = "Azure Batch"
     batch_size = None  # one list_tasks answers for every task of a job
+    capacities = ("spot", "on-demand")
     settings_model = AzureSettings
     required = ("account_url", "pool_id")
     uri_example = "az://container/prefix"
@@ -166,10 +169,10 @@ class AzureBatchBackend(CloudBatchBackend):
         from azure.batch import models as m
         from azure.core.exceptions import ResourceExistsError
 
-        spec = subs[0].spec
-        url, job = settings(spec).account_url.rstrip("/"), azure_id(subs[0].job_id)
+        spec, capacity = subs[0].spec, subs[0].capacity
+        url, job = settings(spec).account_url.rstrip("/"), job_for(subs[0].job_id, capacity)
         client = self.client(url)
-        self._ensure_job(client, url, subs[0].job_id, spec)
+        self._ensure_job(client, url, subs[0].job_id, spec, capacity)
         tasks = [task_options(sub) for sub in subs]
         if len(tasks) == 1:
             try:
@@ -182,20 +185,20 @@ class AzureBatchBackend(CloudBatchBackend):
                 _check_collection(result)
         return [SEP.join((url, job, t.id)) for t in tasks]
 
-    def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec) -> None:
+    def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec, capacity: str) -> None:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-        job = azure_id(job_id)
+        job = job_for(job_id, capacity)
         if (url, job) in self._jobs:
             return
-        pool_id = settings(spec).pool_id
+        pool_id = pool_for(spec, capacity)
         try:
             client.get_pool(pool_id, select=["id", "state"])
         except ResourceNotFoundError:
             raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
                               "`runner init azure --spec <job spec>`") from None
         try:
-            client.create_job(job_options(job_id, spec))
+            client.create_job(job_options(job_id, spec, capacity))
             log.info("created Azure job %s on pool %s", job, pool_id)
         except ResourceExistsError:
             pass
@@ -313,7 +316,7 @@ class AzureBatchBackend(CloudBatchBackend):
         if not url:
             return None
         url = url.rstrip("/")
-        job, task_id = azure_id(sub.job_id), azure_id(sub.key)
+        job, task_id = job_for(sub.job_id, sub.capacity), azure_id(sub.key)
         try:
             self.client(url).get_task(job, task_id, select=["id"])
         except ResourceNotFoundError:

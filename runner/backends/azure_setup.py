@@ -46,6 +46,8 @@ class AzureSettings(SpecModel):
     node_agent_sku_id: str | None = None
     image_reference: AzureImageReference | None = None
     low_priority_nodes: int | None = Field(default=None, ge=0, le=100_000)
+    on_demand_pool_id: str | None = None       # dedicated nodes, for on-demand attempts
+    dedicated_nodes: int | None = Field(default=None, ge=0, le=100_000)
     region: str | None = None  # for prices; default: the region in account_url
 
     @field_validator("account_url")
@@ -117,18 +119,33 @@ def settings(spec: JobSpec) -> AzureSettings:
 # ---------------------------------------------------------------------------- payloads
 
 
-def pool_options(spec: JobSpec) -> Any:
-    """Return the pool for ``spec``: spot (low-priority) nodes running Docker-compatible containers.
+def pool_for(spec: JobSpec, capacity: str) -> str:
+    """The pool an attempt of ``capacity`` runs on: ``pool_id`` (low-priority nodes), or the dedicated one
+    (``on_demand_pool_id``; ``<pool_id>-ondemand`` by default, ``pool_id`` itself when ``spot: false``)."""
+    azure = settings(spec)
+    if capacity == "spot":
+        return str(azure.pool_id)
+    return azure.on_demand_pool_id or (str(azure.pool_id) if not spec.spot else f"{azure.pool_id}-ondemand")
 
-    With ``spot: false`` the same number of dedicated nodes is asked for instead.
-    """
+
+def job_for(job_id: str, capacity: str) -> str:
+    """The Azure job of a runner job's attempts of ``capacity`` (an Azure job runs on one pool)."""
+    return azure_id(job_id if capacity == "spot" else f"{job_id}-ondemand")
+
+
+def pool_options(spec: JobSpec, capacity: str = "spot") -> Any:
+    """Return the pool for ``spec``'s attempts of ``capacity``: low-priority (spot) or dedicated nodes,
+    running Docker-compatible containers."""
     from azure.batch import models as m
 
     azure = settings(spec)
     image = azure.image_reference or DEFAULT_IMAGE
-    nodes = azure.low_priority_nodes if azure.low_priority_nodes is not None else DEFAULT_NODES
+    default = azure.low_priority_nodes if azure.low_priority_nodes is not None else DEFAULT_NODES
+    nodes = default if capacity == "spot" else (azure.dedicated_nodes if azure.dedicated_nodes is not None
+                                                 else default)
+    spot = capacity == "spot"
     return m.BatchPoolCreateOptions(
-        id=azure.pool_id,
+        id=pool_for(spec, capacity),
         vm_size=azure.vm_size or DEFAULT_VM_SIZE,
         virtual_machine_configuration=m.VirtualMachineConfiguration(
             image_reference=m.BatchVmImageReference(publisher=image.publisher, offer=image.offer,
@@ -137,18 +154,18 @@ def pool_options(spec: JobSpec) -> Any:
             container_configuration=m.BatchContainerConfiguration(
                 type="dockerCompatible", container_image_names=[spec.image]),
         ),
-        target_low_priority_nodes=nodes if spec.spot else 0,
-        target_dedicated_nodes=0 if spec.spot else nodes,
+        target_low_priority_nodes=nodes if spot else 0,
+        target_dedicated_nodes=0 if spot else nodes,
         task_slots_per_node=1,
     )
 
 
-def job_options(job_id: str, spec: JobSpec) -> Any:
-    """Return the Azure job for one runner job: its tasks run on the spec's pool."""
+def job_options(job_id: str, spec: JobSpec, capacity: str = "spot") -> Any:
+    """Return the Azure job for one runner job's attempts of ``capacity``: their tasks run on its pool."""
     from azure.batch import models as m
 
-    return m.BatchJobCreateOptions(id=azure_id(job_id), display_name=spec.name,
-                                   pool_info=m.BatchPoolInfo(pool_id=settings(spec).pool_id))
+    return m.BatchJobCreateOptions(id=job_for(job_id, capacity), display_name=spec.name,
+                                   pool_info=m.BatchPoolInfo(pool_id=pool_for(spec, capacity)))
 
 
 def task_options(sub: Submission) -> Any:
@@ -187,7 +204,18 @@ def task_options(sub: Submission) -> Any:
 
 
 def ensure_pool(spec: JobSpec, echo: Callable[[str], None], client: Any | None = None) -> bool:
-    """Create the spec's pool unless it exists; print what was created or found; True if created."""
+    """Create the spec's pools unless they exist: low-priority nodes for spot attempts, and dedicated
+    nodes when the spec's capacity policy may run attempts on demand; True if one was created."""
+    azure = settings(spec)
+    client = client or make_client(azure.account_url)
+    capacities = (["spot"] if spec.spot else []) + (["on-demand"] if spec.capacity_policy != "spot-only" else [])
+    created = False
+    for capacity in capacities:
+        created |= _ensure_one_pool(spec, capacity, client, echo)
+    return created
+
+
+def _ensure_one_pool(spec: JobSpec, capacity: str, client: Any, echo: Callable[[str], None]) -> bool:
     from azure.core.exceptions import (
         AzureError,
         ResourceExistsError,
@@ -195,26 +223,25 @@ def ensure_pool(spec: JobSpec, echo: Callable[[str], None], client: Any | None =
     )
 
     azure = settings(spec)
-    client = client or make_client(azure.account_url)
-    wanted = pool_options(spec)
+    wanted = pool_options(spec, capacity)
     try:
         try:
-            pool = client.get_pool(azure.pool_id)
+            pool = client.get_pool(wanted.id)
         except ResourceNotFoundError:
             pool = None
         if pool is None:
             try:
                 client.create_pool(wanted)
             except ResourceExistsError:  # created meanwhile by someone else
-                pool = client.get_pool(azure.pool_id)
+                pool = client.get_pool(wanted.id)
             else:
-                kind = "low-priority (spot)" if spec.spot else "dedicated"
+                kind = "low-priority (spot)" if capacity == "spot" else "dedicated (on-demand)"
                 count = wanted.target_low_priority_nodes or wanted.target_dedicated_nodes
-                echo(f"created pool {azure.pool_id} at {azure.account_url}: {count} {kind} "
+                echo(f"created pool {wanted.id} at {azure.account_url}: {count} {kind} "
                      f"{wanted.vm_size} node(s), containers (dockerCompatible) with {spec.image} prefetched")
                 return True
     except AzureError as exc:
-        raise BackendError(f"cannot create or read pool {azure.pool_id} at {azure.account_url}: "
+        raise BackendError(f"cannot create or read pool {wanted.id} at {azure.account_url}: "
                            f"{_one_line(exc)}; check azure.account_url and the Batch credentials") from exc
     _describe_existing(pool, spec, echo)
     return False

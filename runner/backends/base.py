@@ -110,6 +110,10 @@ class Backend(ABC):
             for name, source in spec.local_data().items():
                 return (f"data.{name}", f"{source} is a folder on this machine, which {cls.name} machines "
                                         f"cannot reach; upload it and give its prefix, such as {cls.uri_example}")
+        if spec.capacity_policy != "spot-only" and "on-demand" not in cls.capacities:
+            field = "spot" if spec.capacity_policy == "on-demand" else ("policy" if spec.policy else "deadline")
+            return (field, f"needs on-demand capacity, which the {cls.name} backend does not offer "
+                           f"(it runs {', '.join(cls.capacities)}); use another backend or spot-only")
         if spec.simulate_preemption is not None and not cls.simulates_preemption:
             return ("simulate_preemption", f"works on the local backend only; each cloud preempts "
                                            f"{cls.name} jobs for real")

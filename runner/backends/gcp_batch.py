@@ -191,6 +191,7 @@ class GcpBatchBackend(CloudBatchBackend):
 
     name = "gcp"
     summary = "Google Cloud Batch"
+    capacities = ("spot", "on-demand")
     settings_model = GcpSettings
     required = ("project", "region")
     uri_example = "gs://bucket/prefix"

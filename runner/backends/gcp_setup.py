@@ -134,7 +134,7 @@ def build_job(subs: Sequence[Submission]) -> Any:
     if len(subs) > 1:
         group.task_environments = [batch_v1.Environment(variables=v) for v in per_task]
     policy = batch_v1.AllocationPolicy.InstancePolicy(
-        provisioning_model=(batch_v1.AllocationPolicy.ProvisioningModel.SPOT if spec.spot
+        provisioning_model=(batch_v1.AllocationPolicy.ProvisioningModel.SPOT if first.capacity == "spot"
                             else batch_v1.AllocationPolicy.ProvisioningModel.STANDARD))
     if gcp.machine_type:
         policy.machine_type = gcp.machine_type

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,7 @@ class LocalBackend(Backend):
 
     name = "local"
     summary = "the Docker engine on this machine"
+    capacities = ("spot", "on-demand")
     settings_model = LocalSettings
     schemes = ("file", "s3", "gs", "az")
     uri_example = "file:///absolute/folder"
@@ -172,6 +173,8 @@ class LocalBackend(Backend):
         self._host: dict[str, Any] | None = None
         self._warned: set[str] = set()
         self._started_at: dict[str, float] = {}  # container id -> StartedAt, while running
+        #: Set by the preemption simulator: True for a submission that must wait (no spot capacity).
+        self.hold: Callable[[Submission], bool] | None = None
 
     # ------------------------------------------------------------------ submit
 
@@ -198,6 +201,9 @@ class LocalBackend(Backend):
                                          "check the job spec's image, command and resources")) from exc
         except _ENGINE_ERRORS as exc:
             raise BackendUnavailable(_unreachable(exc)) from exc
+        if self.hold is not None and self.hold(sub):  # simulated spot capacity is gone: wait, created
+            log.debug("holding %s (%s): no simulated spot capacity", name, container.id[:12])
+            return str(container.id)
         try:
             container.start()
         except _ENGINE_ERRORS as exc:
@@ -341,6 +347,18 @@ class LocalBackend(Backend):
         if not self._signal(backend_id, "SIGKILL"):
             marker.unlink(missing_ok=True)  # it ended on its own: not the preemptor's doing
             return False
+        return True
+
+    def start(self, backend_id: str) -> bool:
+        """Start a container created but held (simulated capacity came back); False if it cannot start."""
+        try:
+            self.client.api.start(backend_id)
+        except NotFound:
+            return False
+        except APIError as exc:
+            raise BackendError(one_line(f"cannot start {backend_id[:12]}: {_explain(exc)}")) from exc
+        except _ENGINE_ERRORS as exc:
+            raise BackendError(_unreachable(exc)) from exc
         return True
 
     def notify(self, backend_id: str) -> bool:

@@ -299,13 +299,15 @@ def resume(
     job_id: Annotated[str, typer.Argument(help="a PAUSED job")],
     detach: Annotated[bool, typer.Option(help="return at once; a background watcher runs the job")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 2.0,
+    budget: Annotated[Optional[float], typer.Option(
+        help="the job's new budget (in its price currency): for a job its budget paused")] = None,
 ) -> None:
     """Resume a PAUSED job from its newest checkpoint and, unless --detach, keep it alive until it ends."""
     from runner import service
 
     try:
         with _ledger() as ledger:
-            outcome = service.resume(ledger, job_id)
+            outcome = service.resume(ledger, job_id, budget=budget)
         out.print(outcome.message, markup=False)
         if not outcome.changed or detach:
             if detach:

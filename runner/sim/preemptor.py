@@ -13,6 +13,11 @@ attempt from a Random seeded by the seed, the job, the array index and the attem
 - bus: the container is SIGKILLed at once, with no notice.
 - mixed: odd attempt numbers get a parachute, even ones a bus, so both happen.
 
+``outages`` (spans of time from the job's submission) make spot capacity run out: a spot attempt
+submitted during one is created but held (PENDING, waiting for a machine) until it ends
+(:meth:`Preemptor.hold`, :meth:`Preemptor.release`), and a running spot attempt is preempted when
+one begins. On-demand attempts are never held nor preempted.
+
 State lives in memory; a restarted watcher re-derives it from the attempt's times (a parachute
 whose notice cannot be confirmed gets a fresh notice, never a kill without one). At most
 ``count`` preemptions are started per job, counting ``job.preemptions_used`` as done.
@@ -76,20 +81,45 @@ class Preemptor:
             self.simulator.configure(namespace=attempt_key, cloud=cloud)
 
     def due_at(self, job: Job, attempt: Attempt, plan: SimulatePreemption) -> float | None:
-        """Return when this attempt is to be preempted (from its start, else its submission)."""
+        """Return when this attempt is to be preempted (from its start, else its submission): its
+        period's end, or the next outage's start, whichever comes first."""
         started = attempt.started_at or attempt.submitted_at
         if started is None:
             return None
+        due = [started + rng_due for rng_due in self._periodic(job, attempt, plan)]
+        due += [job.created_at + a for a, _ in plan.outage_spans if job.created_at + a >= started]
+        return min(due) if due else None
+
+    @staticmethod
+    def _periodic(job: Job, attempt: Attempt, plan: SimulatePreemption) -> list[float]:
         if plan.every_s is not None:
-            return started + plan.every_s
-        mean = plan.mean_s or 0.0
-        rng = random.Random(f"{plan.seed}:{job.id}:{attempt.array_index}:{attempt.number}")
-        return started + rng.expovariate(1.0 / mean)
+            return [plan.every_s]
+        if plan.mean_s:
+            rng = random.Random(f"{plan.seed}:{job.id}:{attempt.array_index}:{attempt.number}")
+            return [rng.expovariate(1.0 / plan.mean_s)]
+        return []
+
+    def available(self, job: Job, plan: SimulatePreemption, now: float | None = None) -> bool:
+        """Whether simulated spot capacity is there now (no outage of ``plan`` is going on)."""
+        t = (self.clock() if now is None else now) - job.created_at
+        return not any(a <= t < b for a, b in plan.outage_spans)
+
+    def hold(self, job: Job, plan: SimulatePreemption, capacity: str) -> bool:
+        """Whether a new attempt of ``capacity`` must wait for a machine (spot, during an outage)."""
+        return capacity == "spot" and not self.available(job, plan)
+
+    def release(self, job: Job, attempt: Attempt, plan: SimulatePreemption) -> str | None:
+        """Start a held spot attempt once its outage is over; return what was done, or None."""
+        if attempt.backend_id is None or attempt.state is not AttemptState.PENDING or attempt.started_at:
+            return None
+        if not self.available(job, plan) or not self.backend.start(attempt.backend_id):
+            return None
+        return f"{attempt.key}: spot capacity is back; started"
 
     def step(self, job: Job, attempt: Attempt, plan: SimulatePreemption, cloud: str) -> str | None:
         """Preempt the attempt if its time has come; return what was done, or None."""
         backend_id = attempt.backend_id
-        if backend_id is None or attempt.state is not AttemptState.RUNNING:
+        if backend_id is None or attempt.state is not AttemptState.RUNNING or attempt.capacity != "spot":
             return None
         state = self._plans.get(attempt.key)
         if state is None:

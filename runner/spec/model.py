@@ -268,10 +268,13 @@ class CostSettings(SpecModel):
 
 
 class SimulatePreemption(SpecModel):
-    """Preempt attempts on purpose: on a fixed period (``every``) or at random (``mean``)."""
+    """Preempt attempts on purpose: on a fixed period (``every``), at random (``mean``), and/or when
+    spot capacity runs out (``outages``: spot attempts wait while one lasts and are preempted when
+    one begins; on-demand attempts never are)."""
 
     every: Duration | None = None
     mean: Duration | None = None
+    outages: str | None = None  # "30s-90s, 5m-8m": spot capacity gone, from job submission
     notice: Duration = "5s"
     mode: Literal["parachute", "bus", "mixed"] = "parachute"
     count: int | None = Field(default=None, ge=0, le=MAX_COUNT)
@@ -279,11 +282,25 @@ class SimulatePreemption(SpecModel):
 
     @model_validator(mode="after")
     def _one_clock(self) -> SimulatePreemption:
-        if (self.every is None) == (self.mean is None):
+        if self.every is not None and self.mean is not None:
+            raise _FieldError("every", "set one of every (a fixed period) or mean (random), not both")
+        if self.every is None and self.mean is None and self.outages is None:
             raise _FieldError(
-                "every", "set exactly one of every (a fixed period) or mean (random); e.g. every: 20s"
+                "every", "set every (a fixed period), mean (random) or outages (spot capacity gone); e.g. every: 20s"
             )
         return self
+
+    @field_validator("outages")
+    @classmethod
+    def _check_outages(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_outages(value)
+        return value
+
+    @property
+    def outage_spans(self) -> list[tuple[float, float]]:
+        """The outages as (start, end) seconds from the job's submission, sorted."""
+        return parse_outages(self.outages) if self.outages else []
 
     @property
     def every_s(self) -> float | None:
@@ -336,6 +353,10 @@ class JobSpec(SpecModel):
     simulate_preemption: SimulatePreemption | None = None
     timeout: Duration | None = None
     sync: Sync | None = None
+    deadline: str | None = None
+    budget: float | None = Field(default=None, gt=0, le=1e9)
+    policy: Literal["spot-only", "greedy", "uniform-progress", "auto"] | None = None
+    work: Duration | None = None
 
     @field_validator("command", "args", mode="before")
     @classmethod
@@ -395,6 +416,20 @@ class JobSpec(SpecModel):
     def _check_data(cls, value: dict[str, str]) -> dict[str, str]:
         return {name: _check_data_source(name, source) for name, source in value.items()}
 
+    @field_validator("deadline")
+    @classmethod
+    def _check_deadline(cls, value: str | None) -> str | None:
+        if value is not None:
+            _deadline_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _policy_needs_spot(self) -> JobSpec:
+        if not self.spot and self.policy not in (None, "spot-only"):
+            raise _FieldError("policy", f"{self.policy} chooses between spot and on-demand, but spot: false runs "
+                                        "every attempt on demand; remove policy: or set spot: true")
+        return self
+
     @field_validator("backend")
     @classmethod
     def _check_backend(cls, value: str) -> str:
@@ -427,6 +462,28 @@ class JobSpec(SpecModel):
     def timeout_s(self) -> float | None:
         """Return the timeout in seconds, or None when not set."""
         return None if self.timeout is None else parse_duration(self.timeout)
+
+    @property
+    def capacity_policy(self) -> str:
+        """The policy that picks each attempt's capacity: the spec's, else ``auto`` with a deadline or a
+        budget, else ``spot-only``; ``on-demand`` when ``spot: false``."""
+        if not self.spot:
+            return "on-demand"
+        if self.policy is not None:
+            return self.policy
+        return "auto" if self.deadline is not None or self.budget is not None else "spot-only"
+
+    def deadline_at(self, submitted_at: float) -> float | None:
+        """The deadline as epoch seconds, for a job submitted at ``submitted_at``; None without one."""
+        if self.deadline is None:
+            return None
+        kind, value = _deadline_seconds(self.deadline)
+        return submitted_at + value if kind == "duration" else value
+
+    @property
+    def work_s(self) -> float | None:
+        """The compute time the spec says the job needs (``work:``), until its progress says."""
+        return None if self.work is None else parse_duration(self.work)
 
     @property
     def threads(self) -> int:
@@ -470,6 +527,46 @@ class JobSpec(SpecModel):
         return {**self.env, **contract.attempt_env(
             job_id=job_id, attempt=attempt, checkpoint_uri=checkpoint_uri, notice=self.notice,
             every=self.checkpoint.every, keep=self.checkpoint.keep, extra=extra)}
+
+
+def parse_outages(text: str) -> list[tuple[float, float]]:
+    """Parse ``"30s-90s, 5m-8m"`` (``;`` too, for the CLI) into sorted (start, end) seconds."""
+    spans = []
+    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
+        start, sep, end = part.partition("-")
+        try:
+            a, b = parse_duration(start.strip() or "x"), parse_duration(end.strip() or "x")
+        except ValueError:
+            raise ValueError(f"{part[:40]!r} is not an outage; write start-end durations from submission, "
+                             "such as 30s-90s, 5m-8m") from None
+        if not sep or not 0 <= a < b <= MAX_DURATION_S:
+            raise ValueError(f"{part[:40]!r} must end after it starts; write e.g. 30s-90s")
+        spans.append((a, b))
+    if not spans or len(spans) > 1000:
+        raise ValueError(f"{text[:40]!r} holds no outages (or more than 1000); write e.g. 30s-90s, 5m-8m")
+    return sorted(spans)
+
+
+def _deadline_seconds(text: str) -> tuple[str, float]:
+    """Parse a deadline: ("duration", seconds from submission) or ("time", epoch seconds)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        pass
+    else:
+        if not 0 < seconds <= MAX_DURATION_S:
+            raise ValueError(f"{text!r} must be more than zero and at most a year; use a duration such as 15h")
+        return "duration", seconds
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text[:60]!r} is neither a duration nor a time; write 15h (from submission) or "
+                         "2026-12-02T09:00:00Z") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{text[:60]!r} has no time zone; write it in UTC with a Z, such as 2026-12-02T09:00:00Z")
+    return "time", when.timestamp()
 
 
 def _check_data_source(name: str, source: str) -> str:

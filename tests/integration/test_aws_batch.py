@@ -228,15 +228,19 @@ def test_init_is_idempotent(moto_server, docker_client):
     batch = boto_client(moto_server, "batch")
     first: list[str] = []
     arns = ensure_batch(batch, s, first.append)
-    assert [line.split()[0] for line in first] == ["created", "created"], first
+    # the spot compute environment and its queue, then the on-demand ones beside them
+    assert [line.split()[0] for line in first] == ["created"] * 4, first
+    assert "EC2, BEST_FIT_PROGRESSIVE" in first[2] and first[3].startswith(f"created job queue {settings['job_queue']}-ondemand")
     second: list[str] = []
     assert ensure_batch(batch, s, second.append) == arns
-    assert [line.split()[0] for line in second] == ["found", "found"], second
+    assert [line.split()[0] for line in second] == ["found"] * 4, second
     ce = batch.describe_compute_environments(computeEnvironments=[arns["compute_environment"]])
     resources = ce["computeEnvironments"][0]["computeResources"]
     assert resources["type"] == "SPOT" and resources["allocationStrategy"] == "SPOT_PRICE_CAPACITY_OPTIMIZED"
     assert resources["minvCpus"] == 0 and resources["maxvCpus"] == 16
-    bigger = s.model_copy(update={"aws": s.aws.model_copy(update={"max_vcpus": 32})})
+    od = batch.describe_compute_environments(computeEnvironments=[arns["on_demand_compute_environment"]])
+    assert od["computeEnvironments"][0]["computeResources"]["type"] == "EC2"
+    bigger = s.model_copy(update={"aws": s.section("aws").model_copy(update={"max_vcpus": 32})})
     third: list[str] = []
     ensure_batch(batch, bigger, third.append)
     assert third[0].startswith("updated compute environment") and "16 -> 32" in third[0], third

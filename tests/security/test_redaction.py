@@ -9,7 +9,7 @@ import yaml
 
 from runner.ledger import REDACTED, Ledger
 from runner.spec import load_spec
-from runner.watcher import resolve_secrets
+from runner.job_files import resolve_secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURE_KEY = "FAKEazureKEY" + "f" * 74 + "=="

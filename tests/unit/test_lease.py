@@ -41,10 +41,10 @@ def ledger(home: Path) -> Any:
 # ---------------------------------------------------------------------------- the table
 
 
-def test_fresh_ledger_is_version_3_with_leases_and_submit_marks(ledger: Ledger) -> None:
+def test_fresh_ledger_is_version_4_with_leases_submit_marks_and_capacity(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
-    assert SCHEMA_VERSION == 3
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert SCHEMA_VERSION == 4
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     cols = [r[1] for r in db.execute("PRAGMA table_info(leases)")]
     assert cols == ["job_id", "owner", "acquired_at", "expires_at", "local_id"]
     assert {"submitting_at", "submitting_by"} <= {r[1] for r in db.execute("PRAGMA table_info(attempts)")}
@@ -69,9 +69,9 @@ def test_version_1_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
         assert [a.backend_id for a in led.attempts("old-1")] == ["c1"]
         assert led.acquire_lease("old-1", "w1")
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     Ledger(path).close()  # opening again changes nothing
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]
     assert db.execute("SELECT owner FROM leases").fetchall() == [("w1",)]
 
 

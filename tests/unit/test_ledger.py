@@ -47,7 +47,7 @@ def test_data_dir_follows_runner_home(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_wal_and_schema_version(ledger: Ledger) -> None:
     db = sqlite3.connect(ledger.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(3,)]  # 3: leases, submit marks
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(4,)]  # 3: leases, submit marks
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

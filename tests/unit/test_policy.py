@@ -21,6 +21,7 @@ class FakeJob:
     failure_budget: int = 1
     updated_at: float = NOW - 10
     id: str = "job-abc123"
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class FakeAttempt:
     started_at: float | None = NOW - 100
     id: int = 0
     ended_at: float | None = None
+    stop_requested: str | None = None
 
 
 def attempts(*states: A, index: int = 0, started: bool = True) -> list[FakeAttempt]:
@@ -100,6 +102,10 @@ CASES = [
      attempts(Q, started=False), ["stop:1"]),
     ("pausing: nothing open: PAUSED", FakeJob(J.PAUSING), attempts(P, H), ["move:PAUSED"]),
     ("pausing with no attempt yet: PAUSED", FakeJob(J.PAUSING), [], ["move:PAUSED"]),
+    ("switching capacity: a halted attempt is followed at once", FakeJob(updated_at=NOW - 60),
+     [FakeAttempt(1, H, ended_at=NOW - 1, stop_requested="switch", id=1)], ["start:0"]),
+    ("switching capacity: a cancelled pending attempt is followed", FakeJob(),
+     [FakeAttempt(1, C, stop_requested="switch", started_at=None, id=1)], ["start:0"]),
     ("pausing but the attempt succeeded: SUCCEEDED", FakeJob(J.PAUSING), attempts(S), ["move:SUCCEEDED"]),
     ("paused: a watcher does nothing", FakeJob(J.PAUSED), attempts(H), []),
     ("succeeded job: nothing", FakeJob(J.SUCCEEDED), attempts(S), []),

@@ -311,7 +311,7 @@ def test_simulate_preemption_cli_form() -> None:
     [
         ("every", "not key=value"),
         ("every=20", "field 'every'"),
-        ("every=1s,mean=2s", "exactly one"),
+        ("every=1s,mean=2s", "not both"),
         ("every=1s,mode=x", "field 'mode'"),
         ("every=1s,count=x", "field 'count'"),
         ("every=1s,when=now", "unknown field"),
