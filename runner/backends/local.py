@@ -442,12 +442,20 @@ class LocalBackend(Backend):
             yield pending.decode("utf-8", "replace").rstrip("\r")
 
     def find(self, sub: Submission) -> str | None:
-        """Return the id of the container labelled with ``sub``'s key, or None."""
+        """Return the id of the container labelled with ``sub``'s key, or None.
+
+        A container created but never started (its watcher was killed between the two) is started,
+        unless the preemption simulator holds it, as a second submit of the key would (``_adopt``).
+        """
         try:
             rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_KEY}={sub.key}"})
         except _ENGINE_ERRORS as exc:
             raise BackendError(_engine_error(exc, "cannot list containers")) from exc
-        return str(rows[0]["Id"]) if rows else None
+        if not rows:
+            return None
+        if rows[0].get("State") == "created" and not (self.hold is not None and self.hold(sub)):
+            return self._adopt(str(rows[0]["Id"]))
+        return str(rows[0]["Id"])
 
     def close(self) -> None:
         """Close the Docker client if this backend created it."""
