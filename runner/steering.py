@@ -132,7 +132,7 @@ def steer(job: Job, spec: JobSpec, attempt: Attempt, progress: dict[str, Any] | 
 
 #: A running attempt is asked to stop when the spend is this many seconds of its machine from the budget
 #: (time to commit a checkpoint and stop), and no attempt starts with less left than that.
-BUDGET_MARGIN_S = 120.0
+BUDGET_MARGIN_S = 30.0
 
 
 def over_budget(job: Job, spec: JobSpec, attempts: list[Attempt], progress: dict[str, Any] | None,
