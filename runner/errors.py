@@ -4,7 +4,9 @@
     ├── SpecError               a job spec or CLI argument is wrong (exit code 2)
     ├── ConfigError             the task's environment or arguments are wrong (exit code 2)
     ├── StoreError              a checkpoint store cannot be read or written
-    │   └── CorruptCheckpoint   a step exists but does not match its manifest
+    │   ├── CorruptCheckpoint   a step exists but does not match its manifest
+    │   └── StoreUnavailable    the store stayed unreachable or busy through every retry (transient)
+    │       └── DeadlineExceeded  a store call could not finish before its deadline
     ├── BackendError            a backend could not submit, poll or cancel
     │   └── SubmitError         submission failed (retried with backoff by the watcher)
     │       └── BackendUnavailable  the backend cannot be reached: the attempt waits, uncharged
@@ -43,6 +45,14 @@ class StoreError(RunnerError):
 
 class CorruptCheckpoint(StoreError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The service stayed unreachable or overloaded through every retry: transient, not the job's fault."""
+
+
+class DeadlineExceeded(StoreUnavailable):
+    """A store call could not finish before its deadline (a notice window's end, or its own bound)."""
 
 
 class BackendError(RunnerError):

@@ -66,7 +66,8 @@ def clear_halt(job: Job, spec: JobSpec | None = None, index: int | None = None) 
 
 
 def read_result(job: Job) -> dict[str, Any]:
-    """Read each array child's final manifest from its checkpoint store."""
+    """Read each array child's final manifest from its checkpoint store (a ``runner exec`` job has none:
+    its last folder snapshot, done, is its result)."""
     from runner.stores import open_store
     from runner.task import manifest as mf
 
@@ -75,8 +76,18 @@ def read_result(job: Job) -> dict[str, Any]:
     for index in range(job.array_size):
         uri = spec.checkpoint_uri_for(index, job.id)
         try:
-            final = mf.read_manifest(open_store(uri), mf.FINAL)
-        except (FileNotFoundError, RunnerError, OSError) as exc:
+            store = open_store(uri)
+            try:
+                final = mf.read_manifest(store, mf.FINAL)
+            except FileNotFoundError as exc:
+                progress = mf.read_progress(store) or {}
+                if progress.get("task") == "exec" and progress.get("state") == "done":  # runner exec: a folder
+                    results.append({"checkpoint_uri": uri, "kind": "exec-folder", "step": progress.get("step"),
+                                    "files": progress.get("files"), "bytes": progress.get("bytes"), "metrics": {}})
+                else:
+                    results.append({"checkpoint_uri": uri, "error": f"no final result: {exc}"})
+                continue
+        except (RunnerError, OSError) as exc:
             results.append({"checkpoint_uri": uri, "error": f"no final result: {exc}"})
             continue
         results.append({"checkpoint_uri": uri, "weights_sha256": final.get("weights_sha256"),

@@ -154,7 +154,9 @@ def exec_command(
         "--signal", help="signal the command gets on a notice (default: RUNNER_NOTICE_SIGNAL or SIGTERM)")] = None,
     interval: Annotated[float, typer.Option(help="seconds between looks at the folder")] = 1.0,
     settle: Annotated[float, typer.Option(help="sync once no file in the folder changed for this long")] = 0.5,
-    margin: Annotated[float, typer.Option(help="kill a command still running this long before the deadline")] = 2.0,
+    margin: Annotated[float, typer.Option(
+        help="seconds kept for the final sync at least (or twice the longest sync so far) before the notice "
+             "window ends; a command still running then is killed")] = 2.0,
 ) -> None:
     """Run an unmodified training command in a task container: restore, sync, forward notices, exit 75."""
     from runner.exec.wrapper import ExecOptions, run, setup_logging

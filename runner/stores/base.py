@@ -15,15 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from runner.errors import StoreError
-
-
-class StoreUnavailable(StoreError):
-    """The service stayed unreachable or overloaded through every retry: transient, not the job's fault."""
-
-
-class DeadlineExceeded(StoreUnavailable):
-    """A store call could not finish before its deadline (a notice window's end, or its own bound)."""
+from runner.errors import DeadlineExceeded, StoreError, StoreUnavailable  # noqa: F401 - re-exported for the stores
 
 
 class Store(ABC):
