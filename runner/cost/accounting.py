@@ -15,8 +15,10 @@ Every second an attempt ran lands in exactly one bucket, so the buckets add up t
 - ``other``: after the final commit of a finished attempt (evaluation, exit) and, for an attempt
   still running, the work not committed yet.
 
-Spend is machine time at the spot price; the on-demand counterfactual is useful time at the
-on-demand price: the same work on machines that are never taken away. The value ratio
+Spend is machine time at the price of the attempt's capacity (spot, or on-demand for an attempt
+that ran on on-demand capacity; :attr:`JobAccount.spend_by_capacity` splits it); the on-demand
+counterfactual is useful time at the on-demand price: the same work on machines that are never
+taken away. The value ratio
 ``v = on_demand_cost / spend``; goodput is useful time over wall time. ``runner simulate`` feeds
 its simulated attempts through the same :func:`account` as real jobs.
 
@@ -83,6 +85,7 @@ class AttemptTimes:
     saved_at: float | None = None       # when the work in its last committed checkpoint was done
     stall_s: float = 0.0                # checkpoint stalls up to that commit
     reason: str = ""
+    capacity: str = "spot"              # "spot" or "on-demand": the rate its machine time is billed at
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class AttemptAccount:
     spend: float | None
     on_demand_cost: float | None
     reason: str = ""
+    capacity: str = "spot"
 
     @property
     def wasted_s(self) -> float:
@@ -150,6 +154,23 @@ class JobAccount:
         return None if self.on_demand_per_hour is None else self._sum("on_demand_cost")
 
     @property
+    def spend_by_capacity(self) -> dict[str, float] | None:
+        """Spend on spot and on on-demand capacity (they add up to :attr:`spend`); None without a price."""
+        if self.spot_per_hour is None:
+            return None
+        split = {"spot": 0.0, "on-demand": 0.0}
+        for a in self.attempts:
+            split[a.capacity] = split.get(a.capacity, 0.0) + (a.spend or 0.0)
+        return split
+
+    def machine_by_capacity(self) -> dict[str, float]:
+        """Machine seconds on spot and on on-demand capacity."""
+        split = {"spot": 0.0, "on-demand": 0.0}
+        for a in self.attempts:
+            split[a.capacity] = split.get(a.capacity, 0.0) + a.machine_s
+        return split
+
+    @property
     def value_ratio(self) -> float | None:
         spend, od = self.spend, self.on_demand_cost
         return od / spend if spend and od is not None else None
@@ -182,6 +203,9 @@ class JobAccount:
             "currency": self.currency, "spend": money(self.spend), "on_demand_cost": money(self.on_demand_cost),
             "savings": money(None if self.spend is None or self.on_demand_cost is None
                              else self.on_demand_cost - self.spend),
+            "spend_by_capacity": None if (split := self.spend_by_capacity) is None else
+            {k: money(v) for k, v in split.items()},
+            "machine_by_capacity": {k: round(v, 3) for k, v in self.machine_by_capacity().items()},
             "value_ratio": None if self.value_ratio is None else round(self.value_ratio, 3),
             "price": None if self.spot_per_hour is None else {
                 "machine": self.machine, "spot_per_hour": self.spot_per_hour,
@@ -199,7 +223,7 @@ class JobAccount:
 def account_attempt(t: AttemptTimes, price: Price | None = None, now: float | None = None) -> AttemptAccount:
     """Split one attempt's machine time into the buckets; price it when a price is given."""
     zero = AttemptAccount(t.number, t.index, t.state, t.started_at, t.ended_at, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                          0.0 if price else None, 0.0 if price else None, t.reason)
+                          0.0 if price else None, 0.0 if price else None, t.reason, t.capacity)
     if t.started_at is None:
         return zero  # never ran: no machine time
     start = t.started_at
@@ -227,10 +251,11 @@ def account_attempt(t: AttemptTimes, price: Price | None = None, now: float | No
             lost, other = 0.0, after
     spend = on_demand = None
     if price is not None:
-        spend = machine / 3600.0 * price.spot_per_hour
+        rate = price.on_demand_per_hour if t.capacity == "on-demand" else price.spot_per_hour
+        spend = machine / 3600.0 * rate
         on_demand = useful / 3600.0 * price.on_demand_per_hour
     return AttemptAccount(t.number, t.index, t.state, t.started_at, t.ended_at, machine, useful, startup,
-                          stall, lost, other, spend, on_demand, t.reason)
+                          stall, lost, other, spend, on_demand, t.reason, t.capacity)
 
 
 def account(times: Iterable[AttemptTimes], price: Price | None = None, wall_s: float = 0.0,
@@ -254,7 +279,8 @@ def times_from_ledger(attempts: Sequence[Attempt], progress_by_index: dict[int, 
         out.append(AttemptTimes(
             a.number, a.array_index, a.state.value, a.started_at, a.ended_at,
             first_step_at=_num(h.get("first_step_at")), saved_at=_num(h.get("checkpoint_at")),
-            stall_s=_num(h.get("stall_s")) or 0.0, reason=a.reason))
+            stall_s=_num(h.get("stall_s")) or 0.0, reason=a.reason,
+            capacity=getattr(a, "capacity", None) or "spot"))  # ledgers before per-attempt capacity: spot
     return out
 
 
