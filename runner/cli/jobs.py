@@ -191,7 +191,9 @@ def status(
         by_number = {(a["number"], a["index"]): a for a in cost["attempts"]}
         for a in rows[0]["attempt_list"]:
             c = by_number.get((a["number"], a["index"]), {})
-            out.print(f"  attempt {a['number']}: {a['state']} exit {a['exit_code']} {a['reason']}"
+            waited = f", waited {_fmt_s(a['waited_s'])} for a machine" if a["waited_s"] else ""
+            out.print(f"  attempt {a['number']} ({a['capacity']}{waited}): {a['state']} exit {a['exit_code']} "
+                      f"{a['reason']}"
                       + (f" - machine {_fmt_s(c['machine_s'])}, useful {_fmt_s(c['useful_s'])}, "
                          f"lost {_fmt_s(c['lost_s'])}, startup {_fmt_s(c['startup_s'])}, "
                          f"spend {format_money(c['spend'], cost['currency'])}" if c else ""), markup=False)
@@ -218,9 +220,11 @@ def _spend(cost: dict[str, Any]) -> str:
 
 
 def _attempt_dict(a: Any) -> dict[str, Any]:
+    waited = (a.started_at - a.submitted_at) if a.started_at and a.submitted_at else None
     return {"number": a.number, "index": a.array_index, "backend": a.backend, "backend_id": a.backend_id,
-            "state": a.state.value, "exit_code": a.exit_code, "reason": a.reason,
-            "submitted_at": a.submitted_at, "started_at": a.started_at, "ended_at": a.ended_at}
+            "capacity": a.capacity, "state": a.state.value, "exit_code": a.exit_code, "reason": a.reason,
+            "submitted_at": a.submitted_at, "started_at": a.started_at, "ended_at": a.ended_at,
+            "waited_s": None if waited is None else round(max(0.0, waited), 3), "stop_requested": a.stop_requested}
 
 
 @app.command()
