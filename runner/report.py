@@ -307,17 +307,28 @@ def job_html(d: JobData, png: bytes) -> str:
              ("state", job.state.value), ("message", job.message or "-"), ("wall time", _dur(s["wall_s"])),
              ("attempts", s["attempts"]), ("preemptions", s["preemptions"]), ("failures", s["failures"]),
              ("progress", f"step {s['step']} of {s['total_steps']}" if s["step"] is not None else "-")]
-    head = ["attempt", "index", "state", "started (s)", "ended (s)", "machine (s)", "useful (s)", "startup (s)",
-            "stall (s)", "lost (s)", "other (s)", f"spend ({cur or '-'})", f"on demand ({cur or '-'})", "notice", "reason"]
+    units = cost.get("service_units")
+    if units:  # a cluster bills in core- or GPU-hours
+        facts.append(("service units", f"{units.get('used', 0):.4g} {units.get('unit')} used "
+                                       f"({units.get('per_hour')} per hour)"))
+    head = ["attempt", "index", "capacity", "state", "waited (s)", "started (s)", "ended (s)", "machine (s)",
+            "useful (s)", "startup (s)", "stall (s)", "lost (s)", "other (s)", f"spend ({cur or '-'})",
+            f"on demand ({cur or '-'})", "notice", "reason"]
+    by_key = {(a.array_index, a.number): a for a in d.attempts}
     rows = []
+    waited_total = 0.0
     for r in sorted(cost["attempts"], key=lambda r: (r["index"], r["number"])):
         h = _history(d.progress.get(r["index"]), r["number"])
+        a = by_key.get((r["index"], r["number"]))
         notice = (f"{_since(h['notice_at'], job.created_at)} s ({h.get('notice_source') or '?'})"
                   if isinstance(h.get("notice_at"), (int, float)) else "-")
-        rows.append([f"attempt {r['number']}", r["index"], r["state"], _since(r["started_at"], job.created_at),
+        waited = (r["started_at"] - a.submitted_at) if a and a.submitted_at and r["started_at"] else None
+        waited_total += max(0.0, waited or 0.0)
+        rows.append([f"attempt {r['number']}", r["index"], a.capacity if a else "-", r["state"],
+                     "-" if waited is None else f"{max(0.0, waited):.1f}", _since(r["started_at"], job.created_at),
                      _since(r["ended_at"], job.created_at)] + [f"{r[k]:.1f}" for k in _SECONDS]
                     + [format_money(r["spend"], cur), format_money(r["on_demand_cost"], cur), notice, r["reason"] or "-"])
-    total = ["total", "", job.state.value, "", ""] + [f"{cost[k]:.1f}" for k in _SECONDS] + [
+    total = ["total", "", "", job.state.value, f"{waited_total:.1f}", "", ""] + [f"{cost[k]:.1f}" for k in _SECONDS] + [
         format_money(cost["spend"], cur), format_money(cost["on_demand_cost"], cur), "", ""]
     money = [("spend (spot)", format_money(cost["spend"], cur)), ("on demand (the useful work)", format_money(cost["on_demand_cost"], cur)),
              ("savings", format_money(cost["savings"], cur)), ("value ratio v", _num(cost["value_ratio"], ".3f")),
@@ -332,9 +343,10 @@ def job_html(d: JobData, png: bytes) -> str:
         f"<h1>{_e(job.id)} <small>{_e(job.state.value)}</small></h1>{_kv(facts)}"
         f"<img alt=\"timeline of {_e(job.id)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">"
         f"<h2>Cost</h2>{_kv(money)}<p>{_e(price_line)}</p>"
-        f"<h2>Attempts</h2>{_table(head, rows, total)}"
+        f"<h2>Attempts</h2>{_table(head, rows, total, text=(0, 1, 2, 3))}"
         f"<p class=note>Times in seconds since submission ({_e(_when(job.created_at))}); every second of machine "
-        f"time is in one of useful, startup, stall, lost and other.</p>{notes}"))
+        f"time is in one of useful, startup, stall, lost and other; waiting for a machine (submitted to started) "
+        f"is apart: no machine is billed for it.</p>{notes}"))
 
 
 def summary_html(rows: list[dict[str, Any]], png: bytes) -> str:
@@ -464,8 +476,9 @@ def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
     return "<table>" + "".join(f"<tr><th class=t>{_e(k)}</th><td class=t>{_e(v)}</td></tr>" for k, v in pairs) + "</table>"
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], *totals: Sequence[Any]) -> str:
-    cls = (lambda i: " class=t" if i in (0, 1, 2) or i == len(head) - 1 else "")
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], *totals: Sequence[Any],
+           text: Sequence[int] = (0, 1, 2)) -> str:
+    cls = (lambda i: " class=t" if i in text or i == len(head) - 1 else "")
     out = ["<table><tr>" + "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head)) + "</tr>"]
     out += ["<tr>" + "".join(f"<td{cls(i)}>{_e(v)}</td>" for i, v in enumerate(r)) + "</tr>" for r in rows]
     out += ["<tr class=total>" + "".join(f"<td{cls(i)}>{_e(v)}</td>" for i, v in enumerate(t)) + "</tr>" for t in totals]
