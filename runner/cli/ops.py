@@ -128,16 +128,37 @@ def simulate(
     resubmit: Annotated[Optional[str], typer.Option(help="preemption to the next machine's start, e.g. 30s")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="price the run as this spec's machine")] = None,
     seed: Annotated[int, typer.Option(help="seed of the preemption draws")] = 0,
+    trace: Annotated[Optional[Path], typer.Option(help="replay spot availability from this CSV trace (time,available) "
+                                                       "and compare capacity policies")] = None,
+    deadline: Annotated[Optional[str], typer.Option(help="with --trace: the job's deadline after submission, e.g. 15h")] = None,
+    policies: Annotated[Optional[str], typer.Option(help="with --trace: policies to compare, e.g. greedy,auto "
+                                                         "(default: spot-only,greedy,uniform-progress,auto)")] = None,
+    offsets: Annotated[int, typer.Option(min=1, max=100_000, help="with --trace: start offsets spread over the trace")] = 100,
+    poll: Annotated[str, typer.Option(help="with --trace: how often the watcher asks the policy")] = "60s",
+    spot_price: Annotated[Optional[float], typer.Option(help="spot price per hour (with --on-demand-price)")] = None,
+    on_demand_price: Annotated[Optional[float], typer.Option(help="on-demand price per hour (with --spot-price)")] = None,
 ) -> None:
-    """Predict completion time, spend and v for several checkpoint intervals, the auto one among them."""
-    from runner.cost.simulate_cli import run_simulation
+    """Predict completion time, spend and v for several checkpoint intervals, the auto one among them;
+    with --trace, replay spot availability and compare the capacity policies against a deadline."""
+    from runner.cost.simulate_cli import run_simulation, run_trace_simulation
 
     try:
         with _ledger() as ledger:
-            table, lines = run_simulation(ledger, job_id=job_id, mean=mean, schedule=schedule, coverage=coverage,
-                                          intervals=intervals, trials=trials, work=work,
-                                          checkpoint_cost=checkpoint_cost, startup=startup, resubmit=resubmit,
-                                          spec_file=spec_file, seed=seed)
+            if trace is not None:
+                if mean is not None or schedule is not None:
+                    raise SpecError("--trace replays availability: give it without --mean or --schedule")
+                table, lines = run_trace_simulation(
+                    ledger, trace_file=trace, deadline=deadline, policies=policies, offsets=offsets, job_id=job_id,
+                    work=work, checkpoint_cost=checkpoint_cost, startup=startup, resubmit=resubmit, coverage=coverage,
+                    intervals=intervals, poll=poll, spot_price=spot_price, on_demand_price=on_demand_price,
+                    spec_file=spec_file, seed=seed)
+            elif deadline is not None or policies is not None or spot_price is not None or on_demand_price is not None:
+                raise SpecError("--deadline, --policies and the prices compare capacity policies: give a --trace too")
+            else:
+                table, lines = run_simulation(ledger, job_id=job_id, mean=mean, schedule=schedule, coverage=coverage,
+                                              intervals=intervals, trials=trials, work=work,
+                                              checkpoint_cost=checkpoint_cost, startup=startup, resubmit=resubmit,
+                                              spec_file=spec_file, seed=seed)
     except RunnerError as exc:
         raise _fail(exc) from None
     for line in lines:

@@ -1,8 +1,15 @@
-"""The inputs and the table of ``runner simulate``; the replay itself is :mod:`runner.cost.simulate`."""
+"""The inputs and the tables of ``runner simulate``.
+
+The preemption replay is :mod:`runner.cost.simulate` (checkpoint intervals compared); with
+``--trace`` the replay of spot availability is :mod:`runner.capacity.replay` (capacity policies
+compared against a deadline).
+"""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -24,6 +31,8 @@ def _seconds(flag: str, text: str | None) -> float | None:
 
 
 def _hours(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "never"
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
@@ -37,34 +46,11 @@ def run_simulation(ledger: Ledger, *, job_id: str | None, mean: str | None, sche
                    spec_file: Path | None, seed: int) -> tuple[Table, list[str]]:
     """Gather the workload, the preemption process and the price; replay; return the table and notes."""
     from runner.cost.prices import price_for_spec
-    from runner.spec import load_spec
-    from runner.summary import read_progress
 
     if mean is not None and schedule is not None:
         raise SpecError("--mean and --schedule: give one preemption process, not both")
-    if coverage is not None and not 0.0 <= coverage <= 1.0:
-        raise SpecError(f"--coverage {coverage}: a share of preemptions, between 0 and 1")
-    spec = load_spec(spec_file) if spec_file is not None else None
-    measured = None
-    source = "given"
-    if job_id is not None:
-        job = ledger.get_job(job_id)
-        spec = spec or job.spec()
-        attempts = ledger.attempts(job.id)
-        given = None not in (work, checkpoint_cost, startup, resubmit)
-        if not given:
-            measured = workload_from_job(job, attempts, read_progress(job))
-            source = f"measured on job {job.id}"
-    elif work is None:
-        raise SpecError("runner simulate: name a job to replay, or give its --work (e.g. --work 10h)")
-    base = measured or Workload(work_s=1.0, checkpoint_cost_s=0.0)
-    w = Workload(
-        work_s=_pick(_seconds("work", work), base.work_s),
-        checkpoint_cost_s=_pick(_seconds("checkpoint-cost", checkpoint_cost), base.checkpoint_cost_s),
-        startup_s=_pick(_seconds("startup", startup), base.startup_s),
-        resubmit_s=_pick(_seconds("resubmit", resubmit), base.resubmit_s))
-    notes = [f"workload ({source}): {_hours(w.work_s)} of compute, checkpoint cost {w.checkpoint_cost_s:.3f} s, "
-             f"startup {w.startup_s:.1f} s, resubmit {w.resubmit_s:.1f} s"]
+    _check_coverage(coverage)
+    w, spec, notes = _workload(ledger, job_id, spec_file, work, checkpoint_cost, startup, resubmit)
 
     estimate = estimate_from_ledger(ledger, spec) if spec is not None else None
     if schedule is not None:
@@ -117,3 +103,122 @@ def run_simulation(ledger: Ledger, *, job_id: str | None, mean: str | None, sche
 
 def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
+
+
+def _check_coverage(coverage: float | None) -> None:
+    if coverage is not None and not 0.0 <= coverage <= 1.0:
+        raise SpecError(f"--coverage {coverage}: a share of preemptions, between 0 and 1")
+
+
+def _workload(ledger: Ledger, job_id: str | None, spec_file: Path | None, work: str | None,
+              checkpoint_cost: str | None, startup: str | None, resubmit: str | None) -> tuple[Workload, Any, list[str]]:
+    """The workload (measured on a job, or given) and the spec that prices it, with a note saying which."""
+    from runner.spec import load_spec
+    from runner.summary import read_progress
+
+    spec = load_spec(spec_file) if spec_file is not None else None
+    measured = None
+    source = "given"
+    if job_id is not None:
+        job = ledger.get_job(job_id)
+        spec = spec or job.spec()
+        attempts = ledger.attempts(job.id)
+        given = None not in (work, checkpoint_cost, startup, resubmit)
+        if not given:
+            measured = workload_from_job(job, attempts, read_progress(job))
+            source = f"measured on job {job.id}"
+    elif work is None:
+        raise SpecError("runner simulate: name a job to replay, or give its --work (e.g. --work 10h)")
+    base = measured or Workload(work_s=1.0, checkpoint_cost_s=0.0)
+    w = Workload(
+        work_s=_pick(_seconds("work", work), base.work_s),
+        checkpoint_cost_s=_pick(_seconds("checkpoint-cost", checkpoint_cost), base.checkpoint_cost_s),
+        startup_s=_pick(_seconds("startup", startup), base.startup_s),
+        resubmit_s=_pick(_seconds("resubmit", resubmit), base.resubmit_s))
+    notes = [f"workload ({source}): {_hours(w.work_s)} of compute, checkpoint cost {w.checkpoint_cost_s:.3f} s, "
+             f"startup {w.startup_s:.1f} s, resubmit {w.resubmit_s:.1f} s"]
+    return w, spec, notes
+
+
+def _given_price(spot: float | None, on_demand: float | None, currency: str) -> Any:
+    """A Price from --spot-price and --on-demand-price (both, or neither: None)."""
+    from runner.cost.table import Price
+
+    if spot is None and on_demand is None:
+        return None
+    if spot is None or on_demand is None:
+        raise SpecError("--spot-price and --on-demand-price: give both (per hour), e.g. --spot-price 0.92 "
+                        "--on-demand-price 3.06")
+    if not (spot > 0 and on_demand > 0):
+        raise SpecError(f"--spot-price {spot:g} / --on-demand-price {on_demand:g}: prices per hour must be > 0")
+    if spot > on_demand:
+        raise SpecError(f"--spot-price {spot:g} is above --on-demand-price {on_demand:g}; swap them")
+    return Price("given", "-", "-", on_demand, spot, currency, "--spot-price/--on-demand-price",
+                 datetime.date.today().isoformat())
+
+
+def run_trace_simulation(ledger: Ledger, *, trace_file: Path, deadline: str | None, policies: str | None,
+                         offsets: int, job_id: str | None, work: str | None, checkpoint_cost: str | None,
+                         startup: str | None, resubmit: str | None, coverage: float | None,
+                         intervals: str | None, poll: str, spot_price: float | None,
+                         on_demand_price: float | None, spec_file: Path | None, seed: int) -> tuple[Table, list[str]]:
+    """Replay the job against a spot availability trace under each policy; the table and notes."""
+    from runner.capacity.policy import POLICIES, describe
+    from runner.capacity.replay import TraceJob, replay_trace, trace_interval
+    from runner.capacity.trace import load_trace
+    from runner.cost.prices import price_for_spec, price_table
+
+    _check_coverage(coverage)
+    trace = load_trace(trace_file)
+    chosen = [p.strip() for p in (policies or ",".join(POLICIES)).split(",") if p.strip()]
+    for p in chosen:
+        if p not in POLICIES:
+            raise SpecError(f"--policies: {p!r} is not one of {', '.join(POLICIES)}")
+    deadline_s = _seconds("deadline", deadline)
+    w, spec, notes = _workload(ledger, job_id, spec_file, work, checkpoint_cost, startup, resubmit)
+    parts = [_seconds("intervals", p.strip()) for p in (intervals or "").split(",") if p.strip()]
+    if len(parts) > 1:
+        raise SpecError("--intervals: a trace replay takes one checkpoint interval (or none: the auto one)")
+    cov = coverage or 0.0
+    interval = parts[0] if parts else trace_interval(trace, w, cov)
+    if not interval:
+        raise SpecError("--intervals: the checkpoint interval must be longer than 0 s, e.g. 20m")
+    job = TraceJob(w, interval, cov, _seconds("poll", poll) or 0.0)
+
+    price = _given_price(spot_price, on_demand_price, "USD")
+    if price is None and spec is not None:
+        price = price_for_spec(spec, live=False)
+    if price is None and trace.machine:
+        cloud, _, rest = trace.machine.partition(":")
+        region, _, itype = rest.partition(":")
+        price = price_table().lookup(cloud, region, itype)
+    stats = trace.stats()
+    notes.append(f"trace {trace_file}: {_hours(stats['length_s'])}, spot available {stats['available_share']:.0%} "
+                 f"of the time, {stats['outages']:.0f} outages (mean {_hours(stats['outage_mean_s'])}, longest "
+                 f"{_hours(stats['outage_max_s'])}); {offsets} start offsets; the trace repeats past its end")
+    notes.append(f"checkpoint every {_interval(interval)} ({'given' if parts else 'auto: Young-Daly on the trace'}"
+                 f"), notice coverage {cov:.2f}; the policy is asked every {_interval(job.poll_s)}")
+    alone = job.on_demand_alone_s
+    if deadline_s is None:
+        notes.append("deadline: none (every policy then runs as spot-only)")
+    else:
+        notes.append(f"deadline {_hours(deadline_s)}; on-demand alone takes {_hours(alone)}: "
+                     + ("it meets the deadline" if alone <= deadline_s else "no policy can meet it"))
+    notes.append(f"price: {price.machine} spot {price.spot_per_hour}/h, on demand {price.on_demand_per_hour}/h "
+                 f"{price.currency} ({price.source}, {price.date})" if price else
+                 "price: none (give --spot-price and --on-demand-price, a --spec, or a '# machine:' line in the trace)")
+    rows = replay_trace(trace, job, deadline_s, chosen, offsets, price, seed)
+
+    currency = price.currency if price else ""
+    table = Table(box=None)
+    for col in ("policy", "mean", "p50", "p90", "max", "missed", "spend", "on-demand share", "v",
+                "preemptions", "what it does"):
+        table.add_column(col, no_wrap=col != "what it does", justify="left" if col in ("policy", "what it does")
+                         else "right")
+    for o in rows:
+        missed = "-" if deadline_s is None else f"{o.miss_rate:.0%}"
+        table.add_row(o.policy, _hours(o.completion_mean_s), _hours(o.completion_p50_s), _hours(o.completion_p90_s),
+                      _hours(o.completion_max_s), missed, format_money(o.spend, currency), f"{o.on_demand_share:.0%}",
+                      "-" if o.value_ratio is None else f"{o.value_ratio:.2f}",
+                      f"{o.preemptions_mean:.1f} (max {o.preemptions_max})", describe(o.policy))
+    return table, notes
