@@ -134,9 +134,9 @@ def test_job_report_shows_every_attempt_and_agrees_with_status(tmp_path: Path):
         assert f"<th class=t>{html_escaped(label)}</th><td class=t>{html_escaped(value)}</td>" in page, label
     total_row = re.search(r"<tr class=total>(.*?)</tr>", page).group(1)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", total_row)
-    assert [float(c) for c in cells[5:11]] == pytest.approx(
+    assert [float(c) for c in cells[7:13]] == pytest.approx(
         [cost[k] for k in ("machine_s", "useful_s", "startup_s", "stall_s", "lost_s", "other_s")], abs=0.051)
-    assert cells[11:13] == [html_escaped(money(cost["spend"])), html_escaped(money(cost["on_demand_cost"]))]
+    assert cells[13:15] == [html_escaped(money(cost["spend"])), html_escaped(money(cost["on_demand_cost"]))]
     for a in cost["attempts"]:  # each attempt's row carries its accounting
         row = re.search(rf"<tr><td class=t>attempt {a['number']}</td>(.*?)</tr>", page).group(1)
         assert f"<td>{a['machine_s']:.1f}</td>" in row and f"<td>{a['lost_s']:.1f}</td>" in row
