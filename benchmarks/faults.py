@@ -67,6 +67,7 @@ REGISTRY: list[tuple[str, str]] = [
     ("notice-during-upload", "tests.faults.notice_cases:notice_during_upload"),
     ("exec-torn-saves", "tests.faults.exec_cases:exec_torn_saves"),
     ("metadata-faults", "tests.faults.metadata_cases:metadata_faults"),
+    ("control-plane-faults", "tests.faults.control_cases:control_plane_faults"),
     ("watcher-kills", "tests.faults.test_watcher_faults:watcher_kills"),
     ("engine-restart", "tests.faults.test_engine_restart:engine_restart"),
 ]
