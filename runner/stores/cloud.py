@@ -116,7 +116,8 @@ class ObjectStore(Store):
 
     @abstractmethod
     def _is_transient(self, exc: BaseException) -> bool:
-        """Return whether ``exc`` is worth retrying (5xx, throttling, a dropped connection)."""
+        """Return whether ``exc`` says the service was unreachable or overloaded (5xx, throttling, a dropped
+        connection, the SDK's retries run out): transient, so StoreUnavailable."""
 
     @abstractmethod
     def _translate(self, exc: BaseException, op: str, where: str) -> Exception | None:
