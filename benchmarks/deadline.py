@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.capacity.policy import POLICIES  # noqa: E402
-from runner.capacity.replay import PolicyOutcome, TraceJob, replay_trace, trace_interval  # noqa: E402
-from runner.capacity.trace import Trace, load_trace  # noqa: E402
-from runner.contract import parse_duration  # noqa: E402
-from runner.cost.simulate import Workload  # noqa: E402
-from runner.cost.table import Price, price_table  # noqa: E402
+from runner.capacity.policy import POLICIES
+from runner.capacity.replay import PolicyOutcome, TraceJob, replay_trace, trace_interval
+from runner.capacity.trace import Trace, load_trace
+from runner.contract import parse_duration
+from runner.cost.simulate import Workload
+from runner.cost.table import Price, price_table
 
 HERE = Path(__file__).resolve().parent
 DEADLINE_POLICIES = ("greedy", "uniform-progress", "auto")

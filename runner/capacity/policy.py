@@ -113,8 +113,10 @@ def decide(policy: str, s: Situation) -> str:
         raise SpecError(f"capacity policy {policy!r} is not one of {', '.join(POLICIES)}; pick one of those")
     if s.current not in (None, SPOT, ON_DEMAND):
         raise SpecError(f"capacity {s.current!r} is not one of {', '.join(CAPACITIES)}")
-    if s.deadline is None or s.left_s <= 0.0:
-        return SPOT if s.current is None else s.current  # nothing to hurry: spot, or stay as it is
+    if s.deadline is None:
+        return SPOT  # no deadline: every policy is spot-only
+    if s.left_s <= 0.0:
+        return SPOT if s.current is None else s.current  # nothing left to hurry: stay as it is
     return rule(s)
 
 

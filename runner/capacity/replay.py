@@ -27,9 +27,16 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from runner.capacity.policy import ON_DEMAND, POLICIES, RETURNS_TO_SPOT, SPOT, Situation, decide
+from runner.capacity.policy import (
+    ON_DEMAND,
+    POLICIES,
+    RETURNS_TO_SPOT,
+    SPOT,
+    Situation,
+    decide,
+)
 from runner.cost.accounting import AttemptTimes, JobAccount, account
 from runner.cost.simulate import MAX_ATTEMPTS, Workload
 from runner.errors import SpecError
@@ -188,7 +195,7 @@ def summarize(policy: str, runs: Sequence[Run]) -> PolicyOutcome:
         misses=sum(r.missed for r in runs), unfinished=sum(not r.finished for r in runs),
         spend=spend, spend_spot=mean([s.get("spot", 0.0) for s in splits]) if priced else None,
         spend_on_demand=mean([s.get("on-demand", 0.0) for s in splits]) if priced else None,
-        on_demand_cost=od, value_ratio=(od / spend) if priced and spend else None,
+        on_demand_cost=od, value_ratio=(od / spend) if od is not None and spend else None,
         on_demand_share=on_demand_machine / machine if machine else 0.0,
         preemptions_mean=mean([r.preemptions for r in runs]), preemptions_max=max((r.preemptions for r in runs), default=0),
     )
@@ -218,7 +225,7 @@ class _Replay:
         self.switches = 0
         w = job.workload
         self.tau, self.c, self.startup, self.resubmit = job.interval_s, w.checkpoint_cost_s, w.startup_s, w.resubmit_s
-        self.base = {"deadline": None if deadline_s is None else offset_s + deadline_s, "work_s": w.work_s,
+        self.base: dict[str, Any] = {"deadline": None if deadline_s is None else offset_s + deadline_s, "work_s": w.work_s,
                      "restart_s": job.restart_s, "submitted_at": offset_s, "loss_s": job.loss_s,
                      "stall_ratio": job.stall_ratio, "tick_s": job.poll_s, "switch_s": job.switch_s}
 

@@ -206,14 +206,17 @@ def from_columns(text: str, time_column: str, value_column: str, threshold: floa
 
     With ``threshold``, a value at or above it counts as one machine available and below it as
     none (e.g. SpotLake's spot placement score, 1 to 3: ``threshold=2``); without, values are counts.
-    Rows are sorted by time; repeated times keep the last value.
+    Rows are sorted by time; repeated times keep the last value; lines starting with ``#`` are skipped.
     """
-    reader = csv.DictReader(io.StringIO(text))
+    lines = ["" if line.lstrip().startswith("#") else line for line in text.splitlines()]  # comments: blank
+    skipped = next((i for i, line in enumerate(lines) if line.strip()), len(lines))  # the header's line - 1
+    reader = csv.DictReader(io.StringIO("\n".join(lines[skipped:])))
     missing = [c for c in (time_column, value_column) if c not in (reader.fieldnames or [])]
     if missing:
         raise SpecError(f"{where}: no column {missing[0]!r}; the columns are {', '.join(reader.fieldnames or [])}")
     rows: dict[float, int] = {}
-    for number, row in enumerate(reader, 2):
+    for row in reader:
+        number = reader.line_num + skipped
         t = _timestamp(row[time_column])
         v = _float(row[value_column])
         if t is None or v is None:
@@ -240,11 +243,11 @@ def _timestamp(text: str) -> float | None:
     if number is not None:
         return number
     try:
-        moment = dt.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(str(text).strip())
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
 
 
