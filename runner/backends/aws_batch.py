@@ -158,6 +158,7 @@ class AwsBatchBackend(CloudBatchBackend):
         self._clients: dict[tuple[str, str], Any] = {}
         self._definitions: dict[tuple[str, str], str] = {}
         self._queues: dict[str, set[str]] = {}     # region -> queues submitted to by this process
+        self._sent: set[str] = set()               # keys whose SubmitJob this process has sent
         self._status_count: dict[str, int] = {}    # parent -> non-empty statuses at the last poll
         self._lock = threading.Lock()
 
@@ -182,16 +183,39 @@ class AwsBatchBackend(CloudBatchBackend):
         batch = self.client("batch", region)
         definition = self._definition(batch, region, first.spec, first.env)
         queue = queue_for(first.spec, first.capacity)
+        self._queues.setdefault(region, set()).add(queue)
         if len(subs) > 1 and self._uniform(subs):
-            answer = batch.submit_job(**submit_request(first, definition, array_size=len(subs)))
-            self._queues.setdefault(region, set()).add(queue)
-            return [f"{region}/{answer['jobId']}:{i}" for i in range(len(subs))]
-        ids = []
-        for sub in subs:
-            answer = batch.submit_job(**submit_request(sub, definition))
-            self._queues.setdefault(region, set()).add(queue)
-            ids.append(f"{region}/{answer['jobId']}")
-        return ids
+            parent = self._submit_once(region, first, submit_request(first, definition, array_size=len(subs)))
+            return [f"{parent}:{i}" for i in range(len(subs))]
+        return [self._submit_once(region, sub, submit_request(sub, definition)) for sub in subs]
+
+    def _submit_once(self, region: str, sub: Submission, request: dict[str, Any]) -> str:
+        """SubmitJob for ``sub``, never twice: Batch accepts a second job of the same name.
+
+        A key this backend sent before (its answer lost: a 5xx or a reset after the service acted)
+        is looked up by name first, and the SDK does not resend SubmitJob on its own.
+        """
+        if sub.key in self._sent:
+            found = self.lookup(sub)
+            if found is not None:
+                return found
+        self._sent.add(sub.key)
+        answer = self._submit_client(region).submit_job(**request)
+        return f"{region}/{answer['jobId']}"
+
+    def _submit_client(self, region: str) -> Any:
+        """The Batch client for SubmitJob: as :meth:`client`, without the SDK's retries."""
+        from botocore.config import Config
+
+        with self._lock:
+            key = ("batch-submit", region)
+            if key not in self._clients:
+                config = self._config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+                kwargs: dict[str, Any] = {"region_name": region, "config": config}
+                if self.endpoint_url:
+                    kwargs["endpoint_url"] = self.endpoint_url
+                self._clients[key] = self._session.client("batch", **kwargs)
+            return self._clients[key]
 
     @staticmethod
     def _uniform(subs: Sequence[Submission]) -> bool:

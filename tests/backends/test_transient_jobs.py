@@ -138,3 +138,36 @@ def test_a_refused_request_fails_at_once_with_one_line(clouds: Any, name: str, t
     if name != "azure":  # Azure refuses before the task is sent: its pool is looked up first
         assert sum(cloud.submit_match(m, p) for m, p in seen) == 1, seen  # sent once: not retried
     assert elapsed < 60, f"{elapsed:.0f} s"
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp", "azure"])
+def test_a_lost_submit_answer_is_looked_up_not_sent_again(clouds: Any, name: str, tmp_path: Path) -> None:
+    """The service creates the job but the answer is lost (a 500 after the fact, a cut body).
+
+    GCP and Azure refuse a second job or task of the same id (the runner's key) and the backend
+    adopts it; AWS Batch accepts a second job of the same name, so the backend looks the key up
+    before it sends SubmitJob again (and the SDK does not resend it on its own).
+    """
+    cloud: Cloud = clouds[name]
+    lost: list[str] = []
+
+    def first_two_submits(method: str, path: str) -> bool:
+        if cloud.submit_match(method, path) and len(lost) < 2:
+            lost.append(path)
+            return True
+        return False
+
+    with FaultProxy(cloud.upstream, seed=SEEDS[name], rate=1.0, faults=("late-500", "truncated"), max_in_row=2,
+                    fault_match=first_two_submits) as proxy:
+        env = cloud.env(tmp_path, proxy.url)
+        procs = [cli(["submit", str(write_spec(tmp_path / f"lost{i}.yaml", cloud.spec(f"lost{i}", TINY,
+                                                                                     endpoint=proxy.url))),
+                      "--interval", "0.5"], env) for i in range(2)]
+        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum(proxy.injected.values()) == 2, proxy.injected
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        for out in outputs:
+            [attempt] = ledger.attempts(submitted_id(out))
+            assert attempt.state.value == "SUCCEEDED" and cloud.count(attempt.key) == 1, \
+                f"{attempt.key}: {cloud.count(attempt.key)} jobs on the service\n{out}"
