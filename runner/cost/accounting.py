@@ -23,8 +23,9 @@ taken away. The value ratio
 its simulated attempts through the same :func:`account` as real jobs.
 
 Clusters bill in service units (core- or GPU-hours), not dollars: a job whose backend declares a
-rate (:class:`ServiceUnits`, e.g. Slurm's) also gets ``service_units``: used (machine time at the
-rate), useful, and the useful work at the on-demand partition's rate; a price per unit, when the
+rate (:class:`ServiceUnits`, e.g. Slurm's) also gets ``service_units``: used (each attempt's
+machine time at its capacity's rate: the preemptible or the normal partition's), useful, and the
+useful work at the on-demand partition's rate; a price per unit, when the
 spec gives one, becomes an ordinary :class:`Price` (see :meth:`ServiceUnits.as_price`).
 """
 
@@ -186,9 +187,13 @@ class JobAccount:
         if self.units is None:
             return None
         u = self.units
+
+        def rate(a: AttemptAccount) -> float:  # each attempt at its own capacity's rate
+            return u.on_demand_per_hour if a.capacity == "on-demand" else u.per_hour
+
         return {"unit": u.unit, "per_hour": u.per_hour, "on_demand_per_hour": u.on_demand_per_hour,
-                "used": round(self.machine_s / 3600 * u.per_hour, 6),
-                "useful": round(self.useful_s / 3600 * u.per_hour, 6),
+                "used": round(sum(a.machine_s * rate(a) for a in self.attempts) / 3600, 6),
+                "useful": round(sum(a.useful_s * rate(a) for a in self.attempts) / 3600, 6),
                 "on_demand": round(self.useful_s / 3600 * u.on_demand_per_hour, 6),
                 "price": u.price, "currency": u.currency}
 

@@ -52,3 +52,16 @@ def test_status_accounts_in_service_units(tmp_path: Path, slurm: dict[str, Any],
         assert not cost["notes"]
     else:
         assert cost["spend"] is None and not cost["notes"]  # no "no price" note: SUs are the bill
+
+
+def test_on_demand_attempts_count_at_the_normal_partitions_rate() -> None:
+    from dataclasses import replace
+
+    from runner.cost.accounting import AttemptTimes, account
+
+    times = [AttemptTimes(1, 0, "PREEMPTED", 0.0, 3600.0, capacity="spot"),
+             AttemptTimes(2, 0, "SUCCEEDED", 3600.0, 7200.0, capacity="on-demand")]
+    acct = account(times)
+    acct = replace(acct, units=ServiceUnits(1.0, 4.0, "core-hours"))
+    assert acct.service_units()["used"] == 5.0  # one hour at 1 SU/h, one at 4
+
