@@ -193,7 +193,7 @@ class SlurmBackend(Backend):
         default = float(res.gpus) if res.gpus else float(math.ceil(res.cpus))
         per_hour = settings.su_per_hour or default
         unit = "SU" if settings.su_per_hour else "GPU-hours" if res.gpus else "core-hours"
-        partition = settings.partition_for("spot" if spec.spot else "on-demand") or "default"
+        partition = settings.partition or "default"
         return ServiceUnits(per_hour, settings.on_demand_su_per_hour or per_hour, unit, settings.su_price,
                             settings.currency, f"slurm:{settings.login or 'local'}:{partition}")
 

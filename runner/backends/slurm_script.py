@@ -91,7 +91,7 @@ def sbatch_options(subs: Sequence[Submission], settings: SlurmSettings) -> list[
                f"--comment=spot-runner:{sub.job_id}"]
     if array:
         options.append(f"--array={array_spec([s.array_index for s in subs])}")
-    partition = settings.partition_for(sub.capacity if spec.spot else "on-demand")
+    partition = settings.partition_for(sub.capacity)  # the watcher picks each attempt's capacity
     if partition:
         options.append(f"--partition={partition}")
     minutes = settings.time_limit_minutes(spec.timeout_s)

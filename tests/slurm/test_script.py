@@ -38,10 +38,10 @@ def spec(**changes: Any) -> Any:
     return spec_from_dict(data)
 
 
-def sub(s: Any, index: int = 0, attempt: int = 1, uri: str | None = None) -> Submission:
+def sub(s: Any, index: int = 0, attempt: int = 1, uri: str | None = None, capacity: str = "spot") -> Submission:
     uri = uri or s.checkpoint_uri_for(index, "job1")
     return Submission(spec=s, job_id="job1", key=f"job1-{index}-{attempt}", attempt=attempt, array_index=index,
-                      checkpoint_uri=uri, env=s.container_env("job1", attempt, uri))
+                      checkpoint_uri=uri, env=s.container_env("job1", attempt, uri), capacity=capacity)
 
 
 def test_sbatch_options() -> None:
@@ -53,8 +53,9 @@ def test_sbatch_options() -> None:
                      "--partition=spot", "--time=2", "--gres=gpu:2", "--account=proj1", "--qos=low",
                      "--constraint=a100", "--exclusive"):
         assert expected in options
-    on_demand = spec(spot=False, slurm={"on_demand_partition": "normal"})
-    assert "--partition=normal" in sbatch_options([sub(on_demand)], slurm_settings(on_demand))
+    on_demand = spec(slurm={"on_demand_partition": "normal"})
+    assert "--partition=normal" in sbatch_options([sub(on_demand, capacity="on-demand")], slurm_settings(on_demand))
+    assert "--partition=spot" in sbatch_options([sub(on_demand)], slurm_settings(on_demand))
     assert "--time=10" in sbatch_options([sub(spec(timeout="10m"))], slurm_settings(spec(timeout="10m")))
 
 
