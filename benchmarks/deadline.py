@@ -50,6 +50,8 @@ def main() -> int:
     parser.add_argument("--resubmit", default="30s", help="an attempt's end to the next one's submission")
     parser.add_argument("--coverage", type=float, default=0.0, help="share of preemptions with a usable notice")
     parser.add_argument("--poll", default="60s", help="how often the watcher asks the policy")
+    parser.add_argument("--blind", action="store_true", help="policies are not told whether spot is available "
+                                                             "(as a watcher that cannot tell)")
     parser.add_argument("--traces", nargs="*", type=Path, default=sorted(HERE.glob("traces/*.csv")))
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown (for docs/deadlines.md)")
     parser.add_argument("--plot", type=Path, help="write the plot (PNG) here")
@@ -60,7 +62,8 @@ def main() -> int:
     deadlines = [parse_duration(d.strip()) for d in args.deadlines.split(",")]
     print(f"job: {args.work} of compute, checkpoint cost {args.cost}, startup {args.startup}, resubmit "
           f"{args.resubmit}, notice coverage {args.coverage}, policy asked every {args.poll}; "
-          f"{args.offsets} start offsets per trace and deadline")
+          f"{args.offsets} start offsets per trace and deadline"
+          + ("; policies not told whether spot is available" if args.blind else ""))
     results: dict[tuple[str, float], list[PolicyOutcome]] = {}
     baselines: dict[str, float] = {}
     failures: list[str] = []
@@ -69,7 +72,8 @@ def main() -> int:
     for path in args.traces:
         trace = load_trace(path)
         price = price_of(trace)
-        job = TraceJob(w, trace_interval(trace, w, args.coverage), args.coverage, parse_duration(args.poll))
+        job = TraceJob(w, trace_interval(trace, w, args.coverage), args.coverage, parse_duration(args.poll),
+                       knows_availability=not args.blind)
         baseline = price.cost(job.on_demand_alone_s, spot=False)  # the whole job on one on-demand machine
         baselines[trace.name] = baseline
         stats = trace.stats()
@@ -95,7 +99,10 @@ def main() -> int:
                                 f"cheaper of greedy and uniform-progress ${cheaper:.2f}")
     header = ["trace", "deadline", "policy", "mean", "p90", "max", "missed", "spend", "/ on-demand", "v",
               "on-demand share", "preemptions mean / max"]
-    _print_table(header, rows, args.markdown)
+    if args.markdown:
+        print_markdown(results, baselines, deadlines)
+    else:
+        _print_table(header, rows)
     print(f"replayed {len(rows) * args.offsets} runs in {time.perf_counter() - started:.1f} s")
     if args.plot:
         plot(results, baselines, deadlines, args.plot)
@@ -110,13 +117,32 @@ def _h(seconds: float) -> str:
     return "never" if seconds == float("inf") else f"{seconds / 3600:.1f} h"
 
 
-def _print_table(header: list[str], rows: list[list[str]], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return
+def print_markdown(results: dict[tuple[str, float], list[PolicyOutcome]], baselines: dict[str, float],
+                   deadlines: list[float]) -> None:
+    """Two tables for docs/deadlines.md: spend (and misses) per policy, then completion times."""
+    print("Mean spend per job (on-demand alone in brackets), deadline misses where there were any:\n")
+    print("| trace | deadline | " + " | ".join(POLICIES) + " | auto vs the cheaper of greedy and uniform-progress |")
+    print("|---|---|" + "---:|" * (len(POLICIES) + 1))
+    for name, baseline in baselines.items():
+        for d in deadlines:
+            by = {o.policy: o for o in results[(name, d)]}
+            cells = [f"${by[p].spend:.2f}" + (f" ({by[p].miss_rate:.0%} missed)" if by[p].misses else "")
+                     for p in POLICIES]
+            cheaper = min(by["greedy"].spend, by["uniform-progress"].spend)
+            print(f"| {name} (${baseline:.2f}) | {d / 3600:g} h | " + " | ".join(cells) +
+                  f" | {by['auto'].spend / cheaper - 1:+.1%} |")
+    print("\nCompletion time in hours, mean / 90th percentile / longest:\n")
+    print("| trace | deadline | " + " | ".join(POLICIES) + " |")
+    print("|---|---|" + "---:|" * len(POLICIES))
+    for name in baselines:
+        for d in deadlines:
+            by = {o.policy: o for o in results[(name, d)]}
+            cells = [f"{_h(by[p].completion_mean_s)[:-2]} / {_h(by[p].completion_p90_s)[:-2]} / "
+                     f"{_h(by[p].completion_max_s)[:-2]}" for p in POLICIES]
+            print(f"| {name} | {d / 3600:g} h | " + " | ".join(cells) + " |")
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for r in [header, *rows]:
         print("  ".join(str(x).rjust(n) if i >= 3 else str(x).ljust(n) for i, (x, n) in enumerate(zip(r, widths))))

@@ -33,7 +33,9 @@ on-demand alone could meet (and none ever leaves a running spot attempt: it stay
   on-demand startup, its last checkpoint, the resubmit delay, a new spot start) plus a reserve
   (half the initial room, at most 15% of the work, shrinking linearly to 0 at the deadline), then
   goes on-demand. On on-demand it goes back to spot as soon as capacity is known to be there and the
-  spot attempt after the stop is safe (uniform-progress waits until it is ahead of its line). The
+  spot attempt after the stop is safe (uniform-progress waits until it is ahead of its line); when
+  availability is unknown (``spot_available=None``), it tries spot whenever its slack is enough for
+  that attempt to wait for a machine a while (the reserve shrinking frees that slack). The
   reserve is what lets it come back after later preemptions, where greedy pays on-demand to the
   end; being smaller than uniform-progress's line, it buys on-demand less often early on. A spot
   attempt starts whenever spot is there and safe, as greedy's does.
@@ -214,13 +216,18 @@ def _auto(s: Situation) -> str:
     if s.current == SPOT and s.running:
         return SPOT
     fresh = _fresh_slack(s)
+    leave = _leave_floor(s) + _reserve(s)
     if s.current == ON_DEMAND:
-        # back to spot as soon as it is known to be there, if the spot attempt after the stop is safe
-        return SPOT if s.spot_available is True and fresh >= _back_threshold(s) else ON_DEMAND
+        if s.spot_available is not None:
+            # back to spot as soon as it is known to be there, if the spot attempt after the stop is safe
+            return SPOT if s.spot_available and fresh >= _back_threshold(s) else ON_DEMAND
+        # availability unknown: try spot whenever the slack lets that attempt wait for a machine a while
+        switch = s.switch_s if s.switch_s is not None else _margin(s)
+        return SPOT if fresh - s.tick_s - switch > leave else ON_DEMAND
     if s.spot_available is True or (s.spot_available is None and s.current is None):
         return SPOT if _spot_is_safe(s) else ON_DEMAND  # a machine now (or maybe): as greedy
     # waiting for capacity: only while the slack is above the floor plus the reserve
-    return SPOT if fresh - s.tick_s > _leave_floor(s) + _reserve(s) else ON_DEMAND
+    return SPOT if fresh - s.tick_s > leave else ON_DEMAND
 
 
 _RULES = {"spot-only": _spot_only, "greedy": _greedy, "uniform-progress": _uniform_progress, "auto": _auto}

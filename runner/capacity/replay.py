@@ -3,7 +3,8 @@
 One run starts the job at a trace offset and plays it out as the watcher would:
 
 - the policy (:func:`runner.capacity.policy.decide`, the real one) picks each attempt's capacity
-  when the attempt is submitted, knowing whether spot is available right then;
+  when the attempt is submitted, knowing whether spot is available right then (unless
+  ``knows_availability`` is off: then it sees what a watcher that cannot tell sees, ``None``);
 - a spot attempt waits while the trace shows no machine, the policy asked every ``poll_s`` (it
   may cancel the wait and go on-demand); it gets its machine when one is available, and is
   preempted when availability drops to 0: the trace's drops are the preemptions. A preemption
@@ -55,6 +56,7 @@ class TraceJob:
     interval_s: float
     notice_coverage: float = 0.0
     poll_s: float = 60.0
+    knows_availability: bool = True  # False: policies see spot_available=None, as a watcher that cannot tell
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.interval_s) and self.interval_s > 0):
@@ -231,7 +233,8 @@ class _Replay:
 
     def ask(self, now: float, current: str | None, pending_s: float = 0.0, extra_done: float = 0.0) -> str:
         return decide(self.policy, Situation(now=now, done_s=self.done + extra_done, current=current,
-                                             pending_s=pending_s, spot_available=self.trace.up(now), **self.base))
+                                             pending_s=pending_s, spot_available=self.trace.up(now)
+                                             if self.job.knows_availability else None, **self.base))
 
     def add(self, state: str, start: float | None, end: float | None, first: float | None = None,
             saved_at: float | None = None, stall: float = 0.0, capacity: str = SPOT, reason: str = "") -> None:

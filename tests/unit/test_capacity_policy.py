@@ -147,8 +147,15 @@ def test_auto_waits_above_its_reserve_and_returns_to_spot_when_it_is_back():
     back = 150 + 900 + 60 + 50
     assert decide("auto", at_slack(back + 1.0, current=ON_DEMAND, spot_available=True)) == SPOT
     assert decide("auto", at_slack(back - 1.0, current=ON_DEMAND, spot_available=True)) == ON_DEMAND
-    assert decide("auto", at_slack(3 * H, current=ON_DEMAND, spot_available=None)) == ON_DEMAND
     assert decide("auto", at_slack(3 * H, current=ON_DEMAND, spot_available=False)) == ON_DEMAND
+    # availability unknown: it tries spot only when that attempt could wait for a machine a while
+    # (without the submission time auto keeps no reserve: the threshold is its floor)
+    floor = back + 150 + 2 * 60
+    assert decide("auto", at_slack(floor + 60 + 50 + 60, current=ON_DEMAND, submitted_at=None)) == SPOT
+    assert decide("auto", at_slack(floor + 60 + 50 - 1, current=ON_DEMAND, submitted_at=None)) == ON_DEMAND
+    # ... and the spot attempt it starts then waits for a machine, rather than flapping back at once
+    assert decide("auto", at_slack(floor + 60 + 60, current=SPOT, pending_s=5.0, submitted_at=None)) == SPOT
+    assert decide("auto", at_slack(floor + 60, current=SPOT, pending_s=5.0, submitted_at=None)) == ON_DEMAND
 
 
 @pytest.mark.parametrize("policy", sorted(RETURNS_TO_SPOT))
