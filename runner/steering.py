@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from runner.contract import parse_duration
 from runner.ledger import Attempt, Job
 from runner.spec.model import JobSpec
 from runner.states import AttemptState
@@ -31,14 +32,19 @@ from runner.states import AttemptState
 DEFAULT_STARTUP_S = 60.0
 
 
+#: Seconds from an attempt's end to the next one's start (the watcher's pass, scheduling).
+RESUBMIT_S = 10.0
+
+
 @dataclass(frozen=True)
 class Rates:
     """What the progress file says about the job's work."""
 
     work_s: float | None     # compute seconds the whole job needs (None: not known yet)
     done_s: float            # compute seconds committed
-    restart_s: float         # one (re)start: startup plus the work a preemption loses on average
-
+    restart_s: float         # one (re)start: resubmit delay plus startup to the first step
+    loss_s: float = 0.0      # the most a preemption without notice loses: a checkpoint interval and its cost
+    stall_ratio: float = 0.0 # checkpoint stall per second of work
 
 def rates(spec: JobSpec, progress: dict[str, Any] | None) -> Rates:
     """Estimate the job's work from its progress file (per-attempt timing) or the spec's ``work:``."""
@@ -60,30 +66,39 @@ def rates(spec: JobSpec, progress: dict[str, Any] | None) -> Rates:
     else:
         work, done = None, 0.0
     every = spec.checkpoint.every
-    lost = (every * step_s / 2) if isinstance(every, int) and step_s else 0.0
-    return Rates(work, done, startup + lost)
+    interval = every * step_s if isinstance(every, int) and step_s else (
+        parse_duration(every) if isinstance(every, str) and every not in ("epoch", "auto") else 0.0)
+    stall = sum(h.get("stall_s") or 0.0 for h in history if isinstance(h.get("stall_s"), (int, float)))
+    stall_ratio = stall / seconds if seconds else 0.0
+    return Rates(work, done, RESUBMIT_S + startup, interval * (1 + stall_ratio), stall_ratio)
 
 
 def _numbers(h: dict[str, Any], *keys: str) -> bool:
     return all(isinstance(h.get(k), (int, float)) for k in keys)
 
 
+#: How often the watcher asks again (its pass interval, with room): the policies plan one pass ahead.
+TICK_S = 5.0
+
+
 def situation(job: Job, spec: JobSpec, current: Attempt | None, progress: dict[str, Any] | None,
-              now: float) -> Any:
-    """The :class:`runner.capacity.policy.Situation` of a job (its array index 0's progress)."""
+              now: float, spot_available: bool | None = None) -> Any:
+    """The :class:`runner.capacity.policy.Situation` of a job (``progress``: its array index's)."""
     from runner.capacity.policy import Situation
 
     r = rates(spec, progress)
     pending = 0.0
     if current is not None and not current.state.is_terminal() and current.started_at is None:
-        pending = now - (current.submitted_at or current.reserved_at)
+        pending = max(1e-3, now - (current.submitted_at or current.reserved_at))
     return Situation(now=now, deadline=spec.deadline_at(job.created_at),
                      work_s=r.work_s if r.work_s is not None else 0.0, done_s=r.done_s,
                      current=None if current is None or current.state.is_terminal() else current.capacity,
-                     pending_s=pending, restart_s=r.restart_s)
+                     pending_s=pending, restart_s=r.restart_s, spot_available=spot_available,
+                     submitted_at=job.created_at, loss_s=r.loss_s, stall_ratio=r.stall_ratio, tick_s=TICK_S)
 
 
-def capacity_for(job: Job, spec: JobSpec, progress: dict[str, Any] | None, now: float | None = None) -> str:
+def capacity_for(job: Job, spec: JobSpec, progress: dict[str, Any] | None, now: float | None = None,
+                 spot_available: bool | None = None) -> str:
     """The capacity of a new attempt of ``job``: on demand, spot, or what its policy decides now."""
     policy = spec.capacity_policy
     if policy in ("spot-only", "on-demand"):
@@ -92,7 +107,8 @@ def capacity_for(job: Job, spec: JobSpec, progress: dict[str, Any] | None, now: 
         return "spot"
     from runner.capacity.policy import decide
 
-    return str(decide(policy, situation(job, spec, None, progress, time.time() if now is None else now)))
+    return str(decide(policy, situation(job, spec, None, progress, time.time() if now is None else now,
+                                        spot_available)))
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ class Change:
 
 
 def steer(job: Job, spec: JobSpec, attempt: Attempt, progress: dict[str, Any] | None,
-          now: float | None = None) -> Change | None:
+          now: float | None = None, spot_available: bool | None = None) -> Change | None:
     """Whether the open ``attempt`` should give way to one on the other capacity, now."""
     if spec.capacity_policy in ("spot-only", "on-demand") or attempt.state.is_terminal():
         return None
@@ -116,7 +132,7 @@ def steer(job: Job, spec: JobSpec, attempt: Attempt, progress: dict[str, Any] | 
     from runner.capacity.policy import decide
 
     now = time.time() if now is None else now
-    wanted = str(decide(spec.capacity_policy, situation(job, spec, attempt, progress, now)))
+    wanted = str(decide(spec.capacity_policy, situation(job, spec, attempt, progress, now, spot_available)))
     if wanted == attempt.capacity:
         return None
     if attempt.capacity == "spot" and attempt.started_at is None and attempt.state != AttemptState.RUNNING:

@@ -252,7 +252,9 @@ class Watcher:
         job = self.ledger.get_job(attempt.job_id) if status.state.is_terminal() else None
         if job is not None and (as_halted(job.state, status.state, status.exit_code)
                                 or self._store_says_halted(job, attempt, status)):
-            status = AttemptStatus(AttemptState.HALTED, f"halted by the user ({status.reason})", status.exit_code,
+            why = {"switch": "stopped to switch capacity", "budget": "stopped at the budget"}.get(
+                attempt.stop_requested or "", "halted by the user")
+            status = AttemptStatus(AttemptState.HALTED, f"{why} ({status.reason})", status.exit_code,
                                    status.started_at, status.ended_at)
         if status.state != attempt.state:
             updated = self.ledger.update_attempt(attempt.id, status)
@@ -350,7 +352,8 @@ class Watcher:
             return True
         changed = False
         for attempt in open_:
-            change = steer(job, spec, attempt, read_progress(job, attempt.array_index, spec))
+            change = steer(job, spec, attempt, read_progress(job, attempt.array_index, spec),
+                           spot_available=self._spot_known(job, spec))
             if change is None:
                 continue
             self.ledger.request_stop(attempt.id, "switch")
@@ -415,7 +418,14 @@ class Watcher:
         from runner.steering import capacity_for
         from runner.summary import read_progress
 
-        return capacity_for(job, spec, read_progress(job, index, spec))
+        return capacity_for(job, spec, read_progress(job, index, spec), spot_available=self._spot_known(job, spec))
+
+    def _spot_known(self, job: Job, spec: JobSpec) -> bool | None:
+        """Whether spot capacity is there now, where it is known: a local job's simulated outages."""
+        plan = spec.simulate_preemption
+        if plan is None or not plan.outages or job.backend != "local":
+            return None
+        return bool(self._preemptor_for().available(job, plan))
 
     def _first_attempts(self, job: Job, indexes: list[int], why: str) -> None:
         attempts = []
