@@ -20,6 +20,7 @@ with one attempt. The trials of one backend share a ledger and run a few at a ti
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -39,10 +40,11 @@ from tests.backends.clouds import TINY, Cloud
 from tests.e2e.conftest import ROOT
 
 #: Seconds the proxy holds each submit request (a slow service, or a request in flight).
-KILL_HOLD = 1.0
+KILL_HOLD = float(os.environ.get("RUNNER_RACE_HOLD", "1.0"))
 #: The submit grace after a dead watcher, shortened for the trials (runner.ledger.DEAD_SUBMIT_GRACE is 10 s);
 #: it must outlast the hold plus the time from the mark to the request.
-KILL_GRACE = 3.0
+#: ``RUNNER_RACE_GRACE=0`` shows what the grace prevents: AWS Batch (no name check) then gets duplicates.
+KILL_GRACE = float(os.environ.get("RUNNER_RACE_GRACE", "3.0"))
 #: Racing watchers: a lease shorter than the held submit, so it lapses mid-submit.
 RACE_HOLD, RACE_TTL, RACE_INTERVAL = 2.5, 2.0, 0.5
 #: Seconds the watcher that takes over may take to run the tiny job to its end.

@@ -10,7 +10,9 @@ and then, on the service itself: one job, task or container per attempt key, eve
 with one attempt. ``make test`` runs ``RUNNER_RACE_TRIALS`` (default 4) kill trials and 2 races per
 backend; the issue's 30 per backend run with ``RUNNER_RACE_TRIALS=30`` (the report in
 docs/backends.md gives that run's figures). A dead watcher's submit grace is shortened to
-``races.KILL_GRACE`` with ``RUNNER_DEAD_SUBMIT_GRACE``.
+``races.KILL_GRACE`` (3 s) with ``RUNNER_DEAD_SUBMIT_GRACE``. ``RUNNER_RACE_GRACE=0
+RUNNER_RACE_HOLD=4`` turns the grace off and holds each submit 4 s: AWS Batch then gets duplicates
+and the kill test fails, which shows the count can see them.
 """
 
 from __future__ import annotations
