@@ -37,9 +37,13 @@ PRINT = ("import os; print(os.environ['TOY_GREETING'], 'from', os.environ['RUNNE
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy backend installed by pip into a folder of its own (its dist-info holds the entry point)."""
+    import shutil
+
+    source = tmp_path_factory.mktemp("toy-src") / "toy_backend"  # the build writes beside the sources
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = tmp_path_factory.mktemp("toy-site")
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "--no-input", "-q", "--target", str(target), str(PACKAGE)],
+                           "--disable-pip-version-check", "--no-input", "-q", "--target", str(target), str(source)],
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert list(target.glob("spot_runner_toy_backend-*.dist-info/entry_points.txt")), list(target.iterdir())
