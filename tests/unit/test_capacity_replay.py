@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -23,12 +22,15 @@ from runner.cost.accounting import (
     AttemptTimes,
     account,
     account_attempt,
+    account_job,
     times_from_ledger,
 )
 from runner.cost.simulate import Workload
 from runner.cost.table import Price
 from runner.errors import SpecError
-from runner.states import AttemptState
+from runner.ledger import Ledger
+from runner.spec import spec_from_dict
+from runner.states import AttemptState, AttemptStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 H = 3600.0
@@ -178,13 +180,19 @@ def test_an_on_demand_attempt_is_priced_at_the_on_demand_rate():
     assert account([AttemptTimes(1, 0, "SUCCEEDED", 0.0, 60.0)], None).spend_by_capacity is None
 
 
-def test_ledger_attempts_carry_their_capacity_into_the_accounting():
-    def attempt(number: int, capacity: str | None) -> SimpleNamespace:
-        return SimpleNamespace(number=number, array_index=0, state=AttemptState.SUCCEEDED, started_at=0.0,
-                               ended_at=60.0, reason="", capacity=capacity)
-
-    times = times_from_ledger([attempt(1, "on-demand"), attempt(2, None)], {})
-    assert [t.capacity for t in times] == ["on-demand", "spot"]
+def test_ledger_attempts_carry_their_capacity_into_the_accounting(tmp_path: Path):
+    spec = spec_from_dict({"name": "due", "image": "localhost/runner-cifar:latest"})
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        job_id = ledger.create_job(spec)
+        t0 = ledger.get_job(job_id).created_at
+        for capacity, state, start in (("spot", AttemptState.PREEMPTED, 0), ("on-demand", AttemptState.SUCCEEDED, 4000)):
+            a = ledger.reserve_attempt(job_id, capacity=capacity)
+            ledger.update_attempt(a.id, AttemptStatus(state, "", 0, t0 + start, t0 + start + 3600))
+        ledger.set_job_state(job_id, "SUCCEEDED")
+        job, attempts = ledger.get_job(job_id), ledger.attempts(job_id)
+    assert [t.capacity for t in times_from_ledger(attempts, {})] == ["spot", "on-demand"]
+    acct = account_job(job, attempts, None, PRICE)
+    assert acct.spend_by_capacity == pytest.approx({"spot": 0.92, "on-demand": 3.06})
 
 
 # ------------------------------------------------------------------------------ runner simulate --trace
