@@ -253,16 +253,15 @@ node_idle() {
 }
 
 copy_podman_images() {
-  local image id marker started
+  local image id have started
   for image in ${SPOT_RUNNER_SLURM_PODMAN_IMAGES:-}; do
     command -v podman >/dev/null || die "podman is not installed; unset SPOT_RUNNER_SLURM_PODMAN=0"
     id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "Docker has no image $image to copy into Podman (make image)"
-    marker="$DIR/podman-images/$(printf '%s' "$image" | tr '/:' '__')"
-    if [ "$(cat "$marker" 2>/dev/null)" = "$id" ] && podman image exists "$image"; then continue; fi
+    have=$(podman image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
+    [ "${id#sha256:}" = "$have" ] && continue  # the same image (its config digest) is there already
     say "copying $image from Docker into Podman ($id)"
     started=$(date +%s)
     docker save "$image" | podman load >&2 || die "docker save $image | podman load failed"
-    mkdir -p "$DIR/podman-images"; printf '%s\n' "$id" >"$marker"
     say "copied $image in $(( $(date +%s) - started ))s"
   done
 }
