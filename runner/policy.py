@@ -21,8 +21,11 @@ The rules, per array index, on the newest attempt:
 
 When every index has SUCCEEDED the job is SUCCEEDED (whatever else was asked). A PAUSING job
 with nothing left running is PAUSED; a CANCELLING one, CANCELLED. Budgets count attempts: every
-PREEMPTED attempt is one retry of the preemption budget, every FAILED one of the failure budget;
-HALTED and CANCELLED attempts are charged to neither.
+FAILED attempt is one retry of the failure budget, and every PREEMPTED one that committed no
+progress (``progressed`` names those that did) one retry of the preemption budget, so the count
+scales with the work: a long job on a bad zone, preempted often but moving on each time, is never
+failed by count, while one preempted again and again before it can checkpoint is. HALTED and
+CANCELLED attempts are charged to neither.
 """
 
 from __future__ import annotations
@@ -102,9 +105,12 @@ class Budgets:
     failure_budget: int
 
 
-def budgets(job: JobLike, attempts: Sequence[AttemptLike]) -> Budgets:
-    """Count the job's charged attempts: PREEMPTED against one budget, FAILED against the other."""
-    return Budgets(sum(a.state == AttemptState.PREEMPTED for a in attempts),
+def budgets(job: JobLike, attempts: Sequence[AttemptLike],
+            progressed: frozenset[tuple[int, int]] = frozenset()) -> Budgets:
+    """Count the job's charged attempts: PREEMPTED ones that made no progress against one budget (the
+    ``(index, number)`` in ``progressed`` committed some), FAILED ones against the other."""
+    return Budgets(sum(a.state == AttemptState.PREEMPTED and (a.array_index, a.number) not in progressed
+                       for a in attempts),
                    sum(a.state == AttemptState.FAILED for a in attempts),
                    job.preemption_budget, job.failure_budget)
 
@@ -118,7 +124,7 @@ def newest(attempts: Sequence[AttemptLike]) -> dict[int, AttemptLike]:
 
 
 def decide(job: JobLike, attempts: Sequence[AttemptLike], now: float,
-           halt_timeout: float = HALT_TIMEOUT) -> list[Action]:
+           halt_timeout: float = HALT_TIMEOUT, progressed: frozenset[tuple[int, int]] = frozenset()) -> list[Action]:
     """Return what to do for ``job`` now; an empty list means wait."""
     if not job.state.is_active():
         return []
@@ -132,7 +138,7 @@ def decide(job: JobLike, attempts: Sequence[AttemptLike], now: float,
         return [Stop(a.id, a.number, "the job is cancelled") for a in open_]
     if job.state == JobState.PAUSING:
         return _pausing(job, open_, now, halt_timeout)
-    return _running(job, attempts, latest)
+    return _running(job, attempts, latest, progressed)
 
 
 def _pausing(job: JobLike, open_: list[AttemptLike], now: float, halt_timeout: float) -> list[Action]:
@@ -149,8 +155,9 @@ def _pausing(job: JobLike, open_: list[AttemptLike], now: float, halt_timeout: f
     return actions
 
 
-def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, AttemptLike]) -> list[Action]:
-    used = budgets(job, attempts)
+def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, AttemptLike],
+             progressed: frozenset[tuple[int, int]]) -> list[Action]:
+    used = budgets(job, attempts, progressed)
     first = tuple(i for i in range(job.array_size) if i not in latest)
     actions: list[Action] = []
     if first:
@@ -162,9 +169,10 @@ def _running(job: JobLike, attempts: Sequence[AttemptLike], latest: dict[int, At
             if used.preemptions <= used.preemption_budget:  # the budget counts retries
                 actions.append(Start((index,), f"preempted ({used.preemptions} of {used.preemption_budget} retries)"))
             else:
-                return [Move(JobState.FAILED, f"preempted {used.preemptions} times, more than the preemption "
-                                              f"budget (retries.preemptions = {used.preemption_budget}); "
-                                              "raise it or run on demand (spot: false)")]
+                return [Move(JobState.FAILED, f"preempted {used.preemptions} times without progress, more than "
+                                              f"the preemption budget (retries.preemptions = "
+                                              f"{used.preemption_budget}); raise it, checkpoint more often, or "
+                                              "run on demand (spot: false)")]
         elif a.state == AttemptState.FAILED:
             if used.failures <= used.failure_budget:
                 actions.append(Start((index,), f"failed ({used.failures} of {used.failure_budget} retries)"))

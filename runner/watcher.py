@@ -311,7 +311,7 @@ class Watcher:
         attempts = self.ledger.attempts(job.id)
         if job.state in (JobState.QUEUED, JobState.RUNNING) and self._steer(job, attempts):
             job, attempts = self.ledger.get_job(job.id), self.ledger.attempts(job.id)
-        for action in decide(job, attempts, time.time()):
+        for action in decide(job, attempts, time.time(), progressed=self._progressed(job, attempts)):
             if isinstance(action, Move):
                 if action.final:
                     self._finish(job, action.state, action.message)
@@ -331,6 +331,27 @@ class Watcher:
                 self._maybe_preempt(job, attempt)
             elif attempt.state == AttemptState.PENDING and attempt.backend == "local" and self._preemptor:
                 self._maybe_release(job, attempt)
+
+    def _progressed(self, job: Job, attempts: list[Attempt]) -> frozenset[tuple[int, int]]:
+        """The (index, number) of preempted attempts that committed progress (charged to no budget).
+
+        Read only when a preempted attempt waits for its successor: then its budget is counted.
+        """
+        latest = {a.array_index: a for a in attempts}
+        waiting = sorted(i for i, a in latest.items() if a.state == AttemptState.PREEMPTED)
+        if not waiting:
+            return frozenset()
+        from runner.summary import read_progress
+
+        spec = job.spec()
+        done: set[tuple[int, int]] = set()
+        for index in waiting:
+            history = (read_progress(job, index, spec) or {}).get("attempts") or {}
+            for number, h in history.items():
+                if isinstance(h, dict) and str(number).isdigit() and \
+                        (h.get("checkpoint_step") or 0) > (h.get("resumed_from") or 0):
+                    done.add((index, int(number)))
+        return frozenset(done)
 
     def _steer(self, job: Job, attempts: list[Attempt]) -> bool:
         """Keep a job with a deadline or a budget on course (:mod:`runner.steering`); True if it changed."""

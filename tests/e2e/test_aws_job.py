@@ -199,3 +199,46 @@ def test_halt_and_resume_on_aws_batch(tmp_path, moto_server, aws, bucket, refere
     final = status_json(job_id, tmp_path)
     assert [a["state"] for a in final["attempt_list"]] == ["HALTED", "SUCCEEDED"]
     assert final["weights_sha256"] == reference
+
+
+def test_a_deadline_moves_the_job_to_the_on_demand_queue_runner_init_made(tmp_path, moto_server, bucket, reference):
+    """Spot capacity that keeps being reclaimed (every spot job is terminated the AWS way as soon as it runs)
+    eats the job's slack; its capacity policy moves it to the on-demand queue `runner init aws` created beside
+    the spot one, where it finishes in time with the uninterrupted run's weights."""
+    settings = aws_settings(moto_server)  # runs ensure_batch: the spot queue and its -ondemand sibling
+    on_demand_queue = f"{settings['job_queue']}-ondemand"
+    batch = boto_client(moto_server, "batch")
+    assert batch.describe_job_queues(jobQueues=[on_demand_queue])["jobQueues"], "runner init made no on-demand queue"
+    prefix = f"jobs/{uuid.uuid4().hex[:8]}"
+    spec = write_spec(tmp_path / "deadline.yaml", moto_server, settings, f"s3://{bucket}/{prefix}", "aws")
+    reclaimed: list[str] = []
+    stop = threading.Event()
+
+    def reclaimer() -> None:  # no spot machine lasts: each is taken away once it runs
+        while not stop.is_set():
+            for job in batch.list_jobs(jobQueue=settings["job_queue"], jobStatus="RUNNING")["jobSummaryList"]:
+                if job["jobId"] not in reclaimed:
+                    batch.terminate_job(jobId=job["jobId"], reason=RECLAIM)
+                    reclaimed.append(job["jobId"])
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=reclaimer, daemon=True)
+    thread.start()
+    try:
+        # work: the job's compute time, until its progress says (the reclaims leave it none to measure);
+        # the deadline leaves spot safe for the first few reclaims only.
+        proc = run_cli("submit", str(spec), "--set", "work=60s", "--set", "deadline=215s", "--set", "policy=greedy",
+                       "--interval", "1", home=tmp_path, moto_server=moto_server, timeout=900)
+    finally:
+        stop.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = status_json(proc.stdout.split()[1], tmp_path)
+    attempts = status["attempt_list"]
+    assert [a["capacity"] for a in attempts][-1] == "on-demand", attempts
+    assert any(a["capacity"] == "spot" and a["state"] == "PREEMPTED" for a in attempts), attempts
+    last = attempts[-1]["backend_id"].split("/", 1)[1]
+    [described] = batch.describe_jobs(jobs=[last])["jobs"]
+    assert described["jobQueue"].endswith(f"/{on_demand_queue}"), described["jobQueue"]
+    assert status["weights_sha256"] == reference
+    assert attempts[-1]["ended_at"] - attempts[0]["submitted_at"] < 360

@@ -123,6 +123,14 @@ def test_the_table_is_large() -> None:
     assert len(CASES) >= 30
 
 
+def test_preemptions_that_made_progress_are_not_charged() -> None:
+    """Retry counts scale with the work: a preemption after a committed checkpoint is free."""
+    history = attempts(P, P, P, P, P)
+    assert kinds(decide(FakeJob(), history, NOW)) == ["move:FAILED"]
+    assert kinds(decide(FakeJob(), history, NOW, progressed=frozenset({(0, 1), (0, 2), (0, 4)}))) == ["start:0"]
+    assert budgets(FakeJob(), history, frozenset({(0, 1), (0, 2), (0, 4)})).preemptions == 2
+
+
 def test_budgets_count_only_preemptions_and_failures() -> None:
     used = budgets(FakeJob(), attempts(P, F, H, C, P, S))
     assert (used.preemptions, used.failures) == (2, 1)
@@ -133,6 +141,7 @@ def test_the_failure_message_names_the_budget_and_the_fix() -> None:
     assert isinstance(move, Move) and "retries.failures = 1" in move.message and "runner logs job-abc123" in move.message
     [move] = decide(FakeJob(), attempts(P, P, P), NOW)
     assert isinstance(move, Move) and "retries.preemptions = 2" in move.message and "spot: false" in move.message
+    assert "without progress" in move.message
 
 
 @pytest.mark.parametrize("job_state,state,code,halted", [
