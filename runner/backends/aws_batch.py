@@ -279,13 +279,6 @@ class AwsBatchBackend(CloudBatchBackend):
         statuses = self._status_count.get(parent, 3)
         return 1 + statuses < math.ceil(count / DESCRIBE_BATCH)
 
-    def _describe(self, batch: Any, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(job_ids), DESCRIBE_BATCH):
-            answer = batch.describe_jobs(jobs=job_ids[start:start + DESCRIBE_BATCH])
-            found.update({str(job["jobId"]): job for job in answer.get("jobs", [])})
-        return found
-
     def _children(self, batch: Any, parent: str, described: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
         """List the children of ``parent`` status by status, in the order jobs progress."""
         summary = ((described or {}).get("arrayProperties") or {}).get("statusSummary") or {}
