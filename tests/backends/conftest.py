@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,8 +60,8 @@ def gcp_standin_class() -> Any:
 class Clouds:
     """Start each backend's service on first use; stop them all at the end of the session."""
 
-    def __init__(self, request: pytest.FixtureRequest, docker: Any) -> None:
-        self.request, self.docker = request, docker
+    def __init__(self, request: pytest.FixtureRequest, docker: Any, basetemp: Path) -> None:
+        self.request, self.docker, self.basetemp = request, docker, basetemp
         self.made: dict[str, Cloud] = {}
         self._stop: list[Any] = []
 
@@ -110,11 +111,27 @@ class Clouds:
     def close(self) -> None:
         for stop in reversed(self._stop):
             stop()
+        if "local" in self.made:
+            self._remove_local_containers()
+
+    def _remove_local_containers(self) -> None:
+        """Remove the local backend's containers of this session: their checkpoint folder is in its temp dir.
+
+        The runner keeps ended containers for `runner logs`; other sessions' are left alone.
+        """
+        from runner.backends.local import LABEL_MANAGED
+
+        base = str(self.basetemp)
+        for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}=1"}):
+            mounts = [m.get("Source", "") for m in container.attrs.get("Mounts") or []]
+            if any(m.startswith(base + "/") for m in mounts):
+                container.remove(force=True)
 
 
 @pytest.fixture(scope="session")
-def clouds(request: pytest.FixtureRequest, docker_client: Any) -> Iterator[Clouds]:  # noqa: F811
-    made = Clouds(request, docker_client)
+def clouds(request: pytest.FixtureRequest, docker_client: Any,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clouds]:
+    made = Clouds(request, docker_client, tmp_path_factory.getbasetemp())
     try:
         yield made
     finally:
