@@ -56,6 +56,17 @@ def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> subproces
                             stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 
 
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 300) -> list[str]:
+    """Wait for every process and return their outputs; none is left running, whatever happens."""
+    try:
+        return [proc.communicate(timeout=timeout)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def status(job_id: str, env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "runner.cli", "status", job_id, "--json"], check=False,
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
@@ -84,11 +95,9 @@ def test_jobs_finish_under_transient_faults_and_no_budget_is_charged(clouds: Any
         procs = [cli(["submit", str(write_spec(tmp_path / f"blip{i}.yaml",
                                                cloud.spec(f"blip{i}", SHORT, endpoint=proxy.url))),
                       "--interval", "0.5"], env) for i in range(JOBS)]
-        outputs = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=300)
-            outputs.append(out)
-            assert proc.returncode == 0, out
+        outputs = finish(procs)
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out
     elapsed = time.monotonic() - started
     assert "Traceback" not in "".join(outputs)
     waited = sum(o.count("waits for its backend") + o.count("state unknown") for o in outputs)
@@ -124,7 +133,7 @@ def test_a_refused_request_fails_at_once_with_one_line(clouds: Any, name: str, t
         started = time.monotonic()
         proc = cli(["submit", str(write_spec(tmp_path / "refused.yaml", spec)), "--interval", "0.5"],
                    cloud.env(tmp_path, proxy.url))
-        out, _ = proc.communicate(timeout=180)
+        [out] = finish([proc], 180)
         elapsed = time.monotonic() - started
     assert proc.returncode == 1, out
     assert "Traceback" not in out
@@ -163,7 +172,7 @@ def test_a_lost_submit_answer_is_looked_up_not_sent_again(clouds: Any, name: str
         procs = [cli(["submit", str(write_spec(tmp_path / f"lost{i}.yaml", cloud.spec(f"lost{i}", TINY,
                                                                                      endpoint=proxy.url))),
                       "--interval", "0.5"], env) for i in range(2)]
-        outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+        outputs = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert sum(proxy.injected.values()) == 2, proxy.injected
     with Ledger(tmp_path / "ledger.db") as ledger:
