@@ -486,12 +486,16 @@ class Watcher:
                 for sub in subs:
                     sub.env.update(estimate.env())
             backend = self.backend(attempts[0].backend)
-            # Marked under the lease, with time left on it: another watcher waits for this submit.
-            self.ledger.begin_submit([a.id for a in attempts], self.owner, min(10.0, self.lease_ttl / 3))
             for try_ in Retrying(stop=stop_after_attempt(self.submit_retries), reraise=True,
                                  wait=wait_exponential(multiplier=0.5, max=4),
                                  retry=retry_if_exception_type(BackendUnavailable)):
                 with try_:
+                    # Marked before each try, under the lease (renewed), with time left on it: another
+                    # watcher waits the submit grace from this try, not from the first.
+                    if try_.retry_state.attempt_number > 1 and not self.ledger.acquire_lease(
+                            job.id, self.owner, self.lease_ttl):
+                        raise LeaseLost(f"the lease on {job.id} went to another watcher between submit tries")
+                    self.ledger.begin_submit([a.id for a in attempts], self.owner, min(10.0, self.lease_ttl / 3))
                     ids = backend.submit_many(subs) if len(subs) > 1 else [backend.submit(subs[0])]
         except SubmitInProgress as exc:
             self._emit_once(attempts[0].id, job.id, f"not submitting: {exc}")

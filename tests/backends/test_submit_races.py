@@ -74,3 +74,31 @@ def test_two_watchers_racing_with_a_lapsing_lease_never_submit_twice(clouds: Any
               f"{result['duplicates']}, {took_over} where the second watcher took the lease mid-submit and waited; "
               f"{time.monotonic() - started:.0f} s")
     assert not result["problems"], "\n\n".join(result["problems"][:3])
+
+
+def test_submit_tries_that_outlast_the_grace_are_marked_again(clouds: Any, tmp_path: Path) -> None:
+    """The watcher marks the attempt before each submit try, not once before all of them.
+
+    Scaled down from SUBMIT_GRACE 90 s and AWS tries of up to ~2 min in a brown-out: a 2 s lease, a
+    3.2 s submit grace, the first two SubmitJobs reset and the third held 2.5 s, so the three tries
+    take about 4 s. The second watcher takes the lapsed lease; had the mark stayed at the first try,
+    it would find nothing at 3.2 s (the third try is in flight) and submit a second Batch job (it did,
+    3 times in 3, before the fix). AWS only: GCP, Azure and the local engine refuse a second one.
+    """
+    cloud: Cloud = clouds["aws"]
+    submits: list[str] = []
+
+    def first_two_submits(method: str, path: str) -> bool:
+        if cloud.submit_match(method, path):
+            submits.append(path)
+            return len(submits) <= 2
+        return False
+
+    with FaultProxy(cloud.upstream, rate=1.0, faults=("reset",), fault_match=first_two_submits, delay=2.5,
+                    delay_match=cloud.submit_match) as proxy:
+        env = cloud.env(tmp_path, proxy.url, RUNNER_SUBMIT_GRACE="3.2")
+        trials = races.run_trials(lambda i: races.race_trial(cloud, tmp_path, proxy.url, env, i), 1, 1)
+        time.sleep(3.0)  # a second submit, had there been one, lands before the count
+    result = races.check(cloud, tmp_path, trials)
+    assert proxy.injected["reset"] == 2, proxy.injected
+    assert not result["problems"], "\n\n".join(result["problems"])
