@@ -168,7 +168,7 @@ class Dashboard:
         try:
             spec = job.spec()  # parsed once: the progress file, the price, the capacity
             summary = summarize(job, attempts, read_progress(job, 0, spec), spec=spec)
-            spot = spec.spot
+            policy = spec.capacity_policy
         except RunnerError as exc:  # a spec this version cannot read: show the job, say why
             return {**base, "capacity": "?", "attempts": len(attempts), "preemptions": 0, "failures": 0,
                     "wall_s": 0.0, "goodput": None, "step": None, "total_steps": None, "progress": None,
@@ -182,7 +182,7 @@ class Dashboard:
         cost = {k: v for k, v in summary["cost"].items() if k != "attempts"}
         return {**base, **{k: summary[k] for k in ("attempts", "preemptions", "failures", "wall_s", "goodput",
                                                     "step", "total_steps", "useful_s", "lost_s")},
-                "capacity": "spot" if spot else "on-demand", "progress": progress, "cost": cost}
+                "capacity": _capacity(policy, attempts), "progress": progress, "cost": cost}
 
     # ------------------------------------------------------------------ one job
 
@@ -276,3 +276,9 @@ def _fingerprint(job: Job, attempts: list[Attempt]) -> tuple[Any, ...]:
     """Everything the ledger says about a job: equal fingerprints, equal figures (for a finished job)."""
     return (job.state, job.updated_at, job.message, job.preemptions_used, job.failures_used,
             tuple((a.id, a.state, a.started_at, a.ended_at, a.exit_code, a.reason, a.backend_id) for a in attempts))
+
+
+def _capacity(policy: str, attempts: list[Attempt]) -> str:
+    """What the job runs on: its newest attempt's capacity, and the policy when one chooses it."""
+    current = attempts[-1].capacity if attempts else ("on-demand" if policy == "on-demand" else "spot")
+    return current if policy in ("spot-only", "on-demand") else f"{current} ({policy})"
