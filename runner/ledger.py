@@ -69,7 +69,7 @@ LEASE_TTL = 30.0
 #: Seconds another watcher leaves a reserved attempt alone while its submitter may still be sending it
 #: (a submit call's timeouts and retries fit in it); when that process is known dead, DEAD_SUBMIT_GRACE,
 #: the time a service may take to list a job it has just accepted.
-SUBMIT_GRACE = 90.0
+SUBMIT_GRACE = 180.0  # above one submit try's worst case in a brown-out (AWS: 3 calls x 3 requests x 15 s)
 DEAD_SUBMIT_GRACE = 10.0
 #: Environment variables that override those two (seconds, read at each use; tests shorten them).
 SUBMIT_GRACE_ENV, DEAD_SUBMIT_GRACE_ENV = "RUNNER_SUBMIT_GRACE", "RUNNER_DEAD_SUBMIT_GRACE"

@@ -154,7 +154,7 @@ class AwsBatchBackend(CloudBatchBackend):
         self.default_region = region or self._session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
         self._config = config or Config(retries={"mode": "standard", "max_attempts": 2},
-                                        connect_timeout=5, read_timeout=30)
+                                        connect_timeout=5, read_timeout=10)  # control calls answer in well under 1 s
         self._clients: dict[tuple[str, str], Any] = {}
         self._definitions: dict[tuple[str, str], str] = {}
         self._queues: dict[str, set[str]] = {}     # region -> queues submitted to by this process

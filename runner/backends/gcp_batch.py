@@ -57,6 +57,8 @@ from runner.states import AttemptState, AttemptStatus
 log = logging.getLogger("runner.backends.gcp_batch")
 
 ENDPOINT_ENV = "RUNNER_GCP_BATCH_ENDPOINT"
+CALL_DEADLINE_S = 8.0       # the client's own retries of one call, all told
+REQUEST_TIMEOUT_S = 30.0    # one request
 
 
 def classify(job: Any, tasks: Sequence[Any] = (), task_index: int | None = None) -> AttemptStatus:
@@ -221,6 +223,15 @@ class GcpBatchBackend(CloudBatchBackend):
         self._api = api_exceptions
         endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or None
         self.client = client if client is not None else _make_client(batch_v1, endpoint)
+        # Reads retry with a short deadline: the client's defaults retry a 503 for about a minute, which
+        # would hold every poll and find() of a watcher that long during an outage (the watcher's next pass
+        # is the next try). Writes keep the client's default of one request (the watcher retries them after
+        # a lookup, see find()). Every request has its own timeout.
+        from google.api_core.retry import Retry, if_transient_error
+
+        self._write: dict[str, Any] = {"timeout": REQUEST_TIMEOUT_S}
+        self._read: dict[str, Any] = {"retry": Retry(predicate=if_transient_error, initial=0.25, maximum=2.0,
+                                                     multiplier=2.0, timeout=CALL_DEADLINE_S), **self._write}
         self.endpoint = endpoint
         self._cancelled: set[str] = set()
 
@@ -234,7 +245,7 @@ class GcpBatchBackend(CloudBatchBackend):
         job_id = job_id_for(subs[0].key if len(subs) == 1 else f"{subs[0].key}-x{len(subs)}")
         name = f"{parent}/jobs/{job_id}"
         try:
-            created = self.client.create_job(parent=parent, job=build_job(subs), job_id=job_id)
+            created = self.client.create_job(parent=parent, job=build_job(subs), job_id=job_id, **self._write)
             name = created.name or name
             log.debug("created %s for %s (%d task(s)), env keys %s", name, subs[0].job_id, len(subs),
                       sorted(subs[0].env))  # keys only: values may be secrets
@@ -251,7 +262,7 @@ class GcpBatchBackend(CloudBatchBackend):
     def describe(self, job_name: str, members: list[str]) -> dict[str, Any]:
         """One get_job (plus list_tasks when a child or the job's end is asked about); {} when gone."""
         try:
-            job = self.client.get_job(name=job_name)
+            job = self.client.get_job(name=job_name, **self._read)
         except self._api.NotFound:
             return {}
         State = self._batch.JobStatus.State
@@ -269,7 +280,7 @@ class GcpBatchBackend(CloudBatchBackend):
         return AttemptStatus(AttemptState.FAILED, f"Batch job {job_name} not found (deleted outside the runner?)")
 
     def _tasks(self, job_name: str) -> list[Any]:
-        return list(self.client.list_tasks(parent=f"{job_name}/taskGroups/{GROUP}"))
+        return list(self.client.list_tasks(parent=f"{job_name}/taskGroups/{GROUP}", **self._read))
 
     def stop(self, backend_id: str) -> None:
         """Cancel the attempt's job (the whole job for an array child); one gone or ended is fine."""
@@ -277,9 +288,9 @@ class GcpBatchBackend(CloudBatchBackend):
         self._cancelled.add(job_name)
         try:
             if hasattr(self.client, "cancel_job"):
-                self.client.cancel_job(name=job_name)
+                self.client.cancel_job(name=job_name, **self._write)
             else:  # SDKs before cancel_job existed: deleting is the only way to stop a job
-                self.client.delete_job(name=job_name)
+                self.client.delete_job(name=job_name, **self._write)
         except (self._api.NotFound, self._api.FailedPrecondition):
             return
 
@@ -289,7 +300,7 @@ class GcpBatchBackend(CloudBatchBackend):
         if parent is None:
             return None
         request = self._batch.ListJobsRequest(parent=parent, filter=f'labels.{LABEL_JOB}="{label_value(sub.job_id)}"')
-        for job in self.client.list_jobs(request=request):
+        for job in self.client.list_jobs(request=request, **self._read):
             if job.labels.get(LABEL_KEY) == label_value(sub.key):
                 return str(job.name)
             for group in job.task_groups[:1]:
@@ -299,14 +310,19 @@ class GcpBatchBackend(CloudBatchBackend):
         return None
 
     def explain(self, exc: BaseException) -> str:
-        return one_line(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}", 300)
+        # A RetryError (our short deadline ran out) says only "Timeout of 8.0s exceeded": name the last cause.
+        cause = getattr(exc, "cause", None)
+        text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+        if cause is not None and cause is not exc:
+            text += f" (last error: {type(cause).__name__}: {getattr(cause, 'message', None) or cause})"
+        return one_line(text, 300)
 
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield a Cloud Logging link for the job, then its and its tasks' status events."""
         job_name, index = split_id(backend_id)
         project = job_name.split("/")[1]
         try:
-            job = self.client.get_job(name=job_name)
+            job = self.client.get_job(name=job_name, **self._read)
             tasks = self._tasks(job_name)
         except Exception as exc:
             raise BackendError(one_line(f"cannot read {job_name}: {self.explain(exc)}")) from exc

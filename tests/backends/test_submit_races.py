@@ -79,7 +79,7 @@ def test_two_watchers_racing_with_a_lapsing_lease_never_submit_twice(clouds: Any
 def test_submit_tries_that_outlast_the_grace_are_marked_again(clouds: Any, tmp_path: Path) -> None:
     """The watcher marks the attempt before each submit try, not once before all of them.
 
-    Scaled down from SUBMIT_GRACE 90 s and AWS tries of up to ~2 min in a brown-out: a 2 s lease, a
+    Scaled down from SUBMIT_GRACE 180 s and AWS tries of up to ~135 s in a brown-out: a 2 s lease, a
     3.2 s submit grace, the first two SubmitJobs reset and the third held 2.5 s, so the three tries
     take about 4 s. The second watcher takes the lapsed lease; had the mark stayed at the first try,
     it would find nothing at 3.2 s (the third try is in flight) and submit a second Batch job (it did,
