@@ -42,7 +42,7 @@ from runner.backends.aws_setup import (
 from runner.backends.base import Submission
 from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
 from runner.cost.table import PriceTable
-from runner.errors import BackendError
+from runner.errors import BackendError, BackendUnavailable
 from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
@@ -57,6 +57,14 @@ DEFAULT_LOG_GROUP = "/aws/batch/job"
 PROGRESSION = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 _WAITING = frozenset(PROGRESSION[:4])
 _ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)/([A-Za-z0-9-]+)(?::(\d+))?$")
+
+
+def field(answer: dict[str, Any], key: str, call: str) -> Any:
+    """``answer[key]``; an answer without it was cut short on the way (botocore parses a truncated body
+    into an empty success), so it is no answer: BackendUnavailable, tried again, never "not found"."""
+    if key not in answer:
+        raise BackendUnavailable(f"AWS Batch {call} answered without {key} (a reply cut short); trying again")
+    return answer[key]
 
 
 def classify(job: dict[str, Any]) -> AttemptStatus:
@@ -201,7 +209,7 @@ class AwsBatchBackend(CloudBatchBackend):
                 return found
         self._sent.add(sub.key)
         answer = self._submit_client(region).submit_job(**request)
-        return f"{region}/{answer['jobId']}"
+        return f"{region}/{field(answer, 'jobId', 'submit_job')}"
 
     def _submit_client(self, region: str) -> Any:
         """The Batch client for SubmitJob: as :meth:`client`, without the SDK's retries."""
@@ -232,7 +240,7 @@ class AwsBatchBackend(CloudBatchBackend):
         if (region, name) in self._definitions:
             return self._definitions[(region, name)]
         found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
-        revisions = sorted(int(d["revision"]) for d in found.get("jobDefinitions", []))
+        revisions = sorted(int(d["revision"]) for d in field(found, "jobDefinitions", "describe_job_definitions"))
         if revisions:
             ref = f"{name}:{revisions[-1]}"
         else:
@@ -271,7 +279,7 @@ class AwsBatchBackend(CloudBatchBackend):
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(job_ids), DESCRIBE_BATCH):
             answer = batch.describe_jobs(jobs=job_ids[start:start + DESCRIBE_BATCH])
-            found.update({str(job["jobId"]): job for job in answer.get("jobs", [])})
+            found.update({str(job["jobId"]): job for job in field(answer, "jobs", "describe_jobs")})
         return found
 
     def _list_children(self, parent: str, count: int) -> bool:
@@ -292,7 +300,7 @@ class AwsBatchBackend(CloudBatchBackend):
                 if token:
                     kwargs["nextToken"] = token
                 answer = batch.list_jobs(**kwargs)
-                children.update({str(j["jobId"]): j for j in answer.get("jobSummaryList", [])})
+                children.update({str(j["jobId"]): j for j in field(answer, "jobSummaryList", "list_jobs")})
                 token = answer.get("nextToken")
                 if not token:
                     break
@@ -312,7 +320,7 @@ class AwsBatchBackend(CloudBatchBackend):
         found: list[dict[str, Any]] = []
         for queue in sorted(queues):  # with a JOB_NAME filter, list_jobs returns jobs of every status
             answer = batch.list_jobs(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}])
-            found += [j for j in answer.get("jobSummaryList", []) if j.get("jobName") == name]
+            found += [j for j in field(answer, "jobSummaryList", "list_jobs") if j.get("jobName") == name]
         if not found:
             return None
         newest = max(found, key=lambda j: j.get("createdAt") or 0)
