@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.ledger.records import Lease, LeaseLost, SubmitInProgress
 
@@ -72,14 +72,15 @@ class Leases:
 
     _local_id: str | None
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # supplied by the class this is mixed into
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+            ...
 
-    def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        raise NotImplementedError
+        def _read(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+            ...
 
-    def _require_attempt(self, db: sqlite3.Connection, attempt_id: int) -> sqlite3.Row:
-        raise NotImplementedError
+        def _require_attempt(self, db: sqlite3.Connection, attempt_id: int) -> sqlite3.Row:
+            ...
 
     def acquire_leases(self, job_ids: Iterable[str], owner: str, ttl: float = LEASE_TTL) -> set[str]:
         """Take each job's lease if it is free or expired, renew it if it is ``owner``'s already.

@@ -1,33 +1,4 @@
-"""The one loop that keeps jobs alive: poll, classify, resubmit, within budgets.
-
-Each pass (:meth:`Watcher.tick`):
-
-1. polls every open attempt, one batched call per backend, and stores what it hears;
-   a poll that fails gives UNKNOWN, which never leads to a resubmission;
-2. adopts attempts reserved but never recorded as submitted (a watcher killed mid-submit):
-   the backend finds them by their deterministic key, else they are submitted now;
-3. for each active job and array index, looks at the newest attempt: a PREEMPTED one is
-   followed by the next attempt on the same checkpoint URI while the preemption budget lasts,
-   a FAILED one while the failure budget lasts; budgets are recounted from the attempts, so
-   a crash between two steps never double-charges;
-4. asks the preemption simulator (local runs only) whether to preempt a running attempt.
-
-The ledger is the only state; a watcher killed at any instant and started again carries on.
-The ledger's one-open-attempt rule makes a second concurrent attempt impossible.
-
-Several watchers may share one ledger (a service, a cron ``--once``, a ``submit`` in the
-foreground): each pass first takes or renews the lease on every active job it can
-(:meth:`Ledger.acquire_leases`) and then acts only on the jobs it holds; the lease is renewed
-again just before each job is advanced and checked inside the ledger's transaction when an
-attempt is reserved or a job ends. A watcher that stops cleanly releases its leases at once
-(:meth:`Watcher.close`); one that dies leaves them to expire after ``lease_ttl`` (30 s), and the
-next pass of another watcher takes the jobs over. So a job is taken over within
-``lease_ttl + interval`` of its watcher's death.
-
-Health, for a service: :meth:`Watcher.health` (last pass, jobs held, owner id),
-:class:`runner.health.HealthServer` (``GET /healthz`` on 127.0.0.1, 503 when the last pass is stale)
-and :func:`runner.health.write_status` (the same JSON, replaced atomically).
-"""
+"""The watcher's loop: poll, adopt, decide, submit (see the package's docstring for its guarantees)."""
 
 from __future__ import annotations
 
@@ -58,7 +29,7 @@ from runner.errors import (
     RunnerError,
     SubmitError,
 )
-from runner.job_files import clear_halt, read_result, resolve_secrets, write_halt
+from runner.job_files import clear_halt, read_result, resolve_secrets
 from runner.ledger import (
     LEASE_TTL,
     Attempt,
@@ -73,9 +44,10 @@ from runner.ledger import (
 from runner.policy import Move, Stop, as_halted, decide
 from runner.spec import JobSpec
 from runner.states import ACTIVE_JOB, AttemptState, AttemptStatus, JobState
+from runner.watcher.capacity import CapacitySteering
+from runner.watcher.simulation import PreemptionSimulation, sim_cloud
 
 log = logging.getLogger("runner.watcher")
-SIM_PORT = int(os.environ.get("RUNNER_SIM_PORT", "18169"))
 
 
 def new_owner_id() -> str:
@@ -97,7 +69,7 @@ class Event:
     at: float = field(default_factory=time.time)
 
 
-class Watcher:
+class Watcher(CapacitySteering, PreemptionSimulation):
     """Drive jobs in one ledger to completion."""
 
     def __init__(self, ledger: Ledger, job_ids: Iterable[str] | None = None,
@@ -332,78 +304,6 @@ class Watcher:
             elif attempt.state == AttemptState.PENDING and attempt.backend == "local" and self._preemptor:
                 self._maybe_release(job, attempt)
 
-    def _progressed(self, job: Job, attempts: list[Attempt]) -> frozenset[tuple[int, int]]:
-        """The (index, number) of preempted attempts that committed progress (charged to no budget).
-
-        Read only when a preempted attempt waits for its successor: then its budget is counted.
-        """
-        latest = {a.array_index: a for a in attempts}
-        waiting = sorted(i for i, a in latest.items() if a.state == AttemptState.PREEMPTED)
-        if not waiting:
-            return frozenset()
-        from runner.summary import read_progress
-
-        spec = job.spec()
-        done: set[tuple[int, int]] = set()
-        for index in waiting:
-            history = (read_progress(job, index, spec) or {}).get("attempts") or {}
-            for number, h in history.items():
-                if isinstance(h, dict) and str(number).isdigit() and \
-                        (h.get("checkpoint_step") or 0) > (h.get("resumed_from") or 0):
-                    done.add((index, int(number)))
-        return frozenset(done)
-
-    def _steer(self, job: Job, attempts: list[Attempt]) -> bool:
-        """Keep a job with a deadline or a budget on course (:mod:`runner.steering`); True if it changed."""
-        spec = job.spec()
-        if spec.capacity_policy == "spot-only" and spec.budget is None:
-            return False
-        from runner.steering import over_budget, steer
-        from runner.summary import read_progress
-
-        progress = read_progress(job, 0, spec)
-        why = over_budget(job, spec, attempts, progress)
-        open_ = [a for a in attempts if not a.state.is_terminal()]
-        if why is not None:
-            for attempt in open_:
-                self.ledger.request_stop(attempt.id, "budget")
-            write_halt(job, spec, "budget")
-            self.ledger.set_job_state(job.id, JobState.PAUSING, why, owner=self.owner, expect=(job.state,))
-            self._emit(job.id, f"job pausing: {why}")
-            return True
-        changed = False
-        for attempt in open_:
-            change = steer(job, spec, attempt, read_progress(job, attempt.array_index, spec),
-                           spot_available=self._spot_known(job, spec))
-            if change is None:
-                continue
-            self.ledger.request_stop(attempt.id, "switch")
-            self._emit(job.id, f"attempt {attempt.number} ({attempt.capacity}): {change.why}")
-            if change.commit:
-                write_halt(job, spec, "switch", attempt.array_index)
-            elif attempt.backend_id is None:
-                self.ledger.update_attempt(attempt.id, AttemptStatus(AttemptState.CANCELLED, change.why))
-            else:
-                try:
-                    self.backend(attempt.backend).cancel(attempt.backend_id)
-                except BackendError as exc:
-                    self._emit(job.id, f"attempt {attempt.number} could not be stopped yet ({exc}); next pass")
-            changed = True
-        return changed
-
-    def _maybe_release(self, job: Job, attempt: Attempt) -> None:
-        spec = job.spec()
-        if spec.simulate_preemption is None or not attempt.backend_id:
-            return
-        did = self._preemptor_for().release(job, attempt, spec.simulate_preemption)
-        if did:
-            self._emit(job.id, f"simulator: {did}")
-
-    def _hold(self, sub: Submission) -> bool:
-        """Whether the simulator keeps a new local attempt waiting for a machine (a spot outage)."""
-        plan = sub.spec.simulate_preemption
-        return plan is not None and self._preemptor_for().hold(self.ledger.get_job(sub.job_id), plan, sub.capacity)
-
     def _stop(self, job: Job, action: Stop) -> None:
         """Cancel one attempt on its backend; a failure is said once and tried again next pass."""
         attempt = self.ledger.get_attempt(action.attempt_id)
@@ -432,21 +332,6 @@ class Watcher:
         on = f" on {attempt.capacity}" if spec.capacity_policy != "spot-only" else ""
         self._emit(job.id, f"{why}: starting attempt {attempt.number}{self._index(attempt)}{on}")
         self._submit(job, attempt)
-
-    def _capacity(self, job: Job, spec: JobSpec, index: int) -> str:
-        if spec.capacity_policy in ("spot-only", "on-demand"):
-            return "spot" if spec.capacity_policy == "spot-only" else "on-demand"
-        from runner.steering import capacity_for
-        from runner.summary import read_progress
-
-        return capacity_for(job, spec, read_progress(job, index, spec), spot_available=self._spot_known(job, spec))
-
-    def _spot_known(self, job: Job, spec: JobSpec) -> bool | None:
-        """Whether spot capacity is there now, where it is known: a local job's simulated outages."""
-        plan = spec.simulate_preemption
-        if plan is None or not plan.outages or job.backend != "local":
-            return None
-        return bool(self._preemptor_for().available(job, plan))
 
     def _first_attempts(self, job: Job, indexes: list[int], why: str) -> None:
         attempts = []
@@ -522,14 +407,6 @@ class Watcher:
         self.ledger.set_job_state(job.id, state, message, owner=self.owner, expect=(job.state,))
         self._emit(job.id, f"job {state.value.lower()}: {message}")
 
-    def _maybe_preempt(self, job: Job, attempt: Attempt) -> None:
-        spec = job.spec()
-        if spec.simulate_preemption is None or attempt.backend != "local" or not attempt.backend_id:
-            return
-        did = self._preemptor_for().step(job, attempt, spec.simulate_preemption, sim_cloud(spec))
-        if did:
-            self._emit(job.id, f"simulator: {did}")
-
     # -- helpers --------------------------------------------------------------------------
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
@@ -541,31 +418,6 @@ class Watcher:
                 self._backends[name] = get_backend(name)
         return self._backends[name]
 
-    def _simulator_url(self) -> str | None:
-        if self._simulator is None:
-            return None
-        port = self._simulator.url.rsplit(":", 1)[1]  # the bound port, also when 0 was asked
-        return f"http://host.docker.internal:{port}"
-
-    def _preemptor_for(self) -> Any:
-        if self._preemptor is None:
-            from runner.sim.metadata import MetadataSimulator
-            from runner.sim.preemptor import Preemptor
-
-            if self._simulator is None:
-                try:
-                    self._simulator = MetadataSimulator(host="0.0.0.0", port=SIM_PORT).start()
-                except OSError:  # another watcher on this host holds the port: take any free one
-                    self._simulator = MetadataSimulator(host="0.0.0.0", port=0).start()
-                    log.warning("port %d is taken (another watcher?); the notice simulator listens at %s",
-                                SIM_PORT, self._simulator.url)
-            self._backends.pop("local", None)  # rebuild with the simulator's URL
-            local = self.backend("local")
-            self._preemptor = Preemptor(local, self._simulator)
-            if hasattr(local, "hold"):
-                local.hold = self._hold
-        return self._preemptor
-
     def _emit(self, job_id: str, text: str) -> None:
         self.on_event(Event(job_id, text))
 
@@ -573,8 +425,4 @@ class Watcher:
     def _index(attempt: Attempt) -> str:
         return f" [index {attempt.array_index}]" if attempt.array_index else ""
 
-
-def sim_cloud(spec: JobSpec) -> str:
-    """The cloud whose notices the simulator imitates for ``spec`` (aws unless the spec says)."""
-    return spec.notice if spec.notice in ("aws", "gcp", "azure") else "aws"
 
