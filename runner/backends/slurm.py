@@ -49,7 +49,7 @@ from runner.backends.base import Backend, Submission
 from runner.backends.slurm_cluster import Cluster, ssh_command
 from runner.cost.accounting import ServiceUnits
 from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
-from runner.spec.model import Duration, JobSpec, SpecModel
+from runner.spec import Duration, JobSpec, SpecModel
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.slurm")

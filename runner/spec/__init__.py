@@ -1,4 +1,5 @@
-"""Job specs: the model (:mod:`runner.spec.model`) and its loader (:mod:`runner.spec.load`)."""
+"""Job specs: the model (:mod:`runner.spec.model`, its sections in :mod:`runner.spec.sections`, its field
+types and checks in :mod:`runner.spec.fields`) and its loader (:mod:`runner.spec.load`)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,10 @@ from runner.spec.load import (
     spec_from_dict,
     validate_part,
 )
-from runner.spec.model import (
-    SCHEMES,
-    URI_FORMS,
-    Checkpoint,
-    CostSettings,
-    Duration,
-    JobSpec,
-    Resources,
-    Retries,
-    SimulatePreemption,
-    Size,
-    SpecModel,
-    Sync,
-    check_uri,
-    parse_size,
-)
+from runner.spec.fields import SCHEMES, URI_FORMS, Duration, Size, SpecModel, check_uri, parse_size
+from runner.spec.model import JobSpec
+from runner.spec.sections import Checkpoint, CostSettings, Resources, Retries, SimulatePreemption, Sync
 
 __all__ = ["SCHEMES", "URI_FORMS", "Checkpoint", "CostSettings", "Duration", "JobSpec", "Resources", "Retries",
-           "SimulatePreemption", "Size", "SpecModel", "Sync", "check_uri", "job_spec_model", "load_spec", "parse_settings", "parse_simulate_preemption",
-           "parse_size", "spec_from_dict", "validate_part"]
+           "SimulatePreemption", "Size", "SpecModel", "Sync", "check_uri", "job_spec_model", "load_spec",
+           "parse_settings", "parse_simulate_preemption", "parse_size", "spec_from_dict", "validate_part"]

@@ -19,15 +19,10 @@ itself (its ``settings_model``); :func:`runner.spec.load.job_spec_model` adds th
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -35,298 +30,28 @@ from pydantic import (
 
 from runner import contract
 from runner.contract import parse_duration
-
-SCHEMES = ("file", "s3", "gs", "az")
-OBJECT_SCHEMES = ("s3", "gs", "az")
-URI_FORMS = "file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTP]i?B?|B)?$", re.IGNORECASE)
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_DATA_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BUCKET = {
-    "s3": re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"),
-    "gs": re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$"),
-    "az": re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"),
-}
-#: Upper bounds: far above any real job, far below what SQLite, YAML or a cloud API chokes on.
-MAX_SIZE = 1 << 60                # 1 EiB
-MAX_DURATION_S = 366 * 86400.0    # a year
-MAX_ITEMS = 4096                  # args, command words, env entries, data folders
-MAX_TEXT = 32 * 1024              # one arg, one env value, one path
-MAX_COUNT = 1_000_000             # retries, keep, steps
-
-
-def parse_size(text: str | int) -> int:
-    """Parse ``8Gi``, ``512Mi``, ``16GB``, ``1.5G`` or a byte count into bytes.
-
-    ``Ki/Mi/Gi/Ti/Pi`` are powers of 1024; ``K/M/G/T/P`` with or without ``B`` are powers of 1000.
-    """
-    if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise ValueError(f"{text!r} is not a size; use a size such as 8Gi, 512Mi or 16GB")
-    m = _SIZE.match(str(text).strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a size; use a size such as 8Gi, 512Mi or 16GB")
-    unit = (m.group(2) or "B").upper().rstrip("B") or "B"
-    power = "BKMGTP".index(unit[0])
-    base = 1024 if unit.endswith("I") else 1000
-    number = float(m.group(1))
-    if not math.isfinite(number) or number * base**power > MAX_SIZE:
-        raise ValueError(f"{text!r} is too large; use a size such as 8Gi (at most 1Ei)")
-    size = int(number * base**power)
-    if size <= 0:
-        raise ValueError(f"{text!r} must be more than zero; use a size such as 8Gi")
-    return size
-
-
-def check_uri(uri: str) -> str:
-    """Check a checkpoint URI's scheme and shape; return it without a trailing slash."""
-    if "://" not in uri:
-        fix = f"file://{uri}" if uri.startswith("/") else URI_FORMS
-        raise ValueError(f"{uri!r} has no scheme; use {fix}")
-    scheme, rest = uri.split("://", 1)
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme {scheme!r} is not supported; use {URI_FORMS}")
-    if any(c in rest for c in "?#") or any(c.isspace() for c in rest):
-        raise ValueError(f"{uri!r} has a query, fragment or space; use {URI_FORMS}")
-    if scheme == "file":
-        if not rest.startswith("/"):
-            raise ValueError(f"{uri!r} is not absolute; use file:///absolute/path (three slashes)")
-        path = "/" + rest.strip("/")
-        if path == "/" or "//" in path or ".." in path.split("/"):
-            raise ValueError(f"{uri!r} is not a usable folder; use file:///absolute/path")
-        return f"file://{path}"
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    what = "container" if scheme == "az" else "bucket"
-    if not bucket:
-        raise ValueError(f"{uri!r} names no {what}; use {scheme}://{what}/prefix")
-    if not _BUCKET[scheme].match(bucket):
-        raise ValueError(
-            f"{what} {bucket!r} is not a valid {scheme} {what} name; use 3-63 lowercase letters, "
-            f"digits and hyphens, such as {scheme}://my-{what}/prefix"
-        )
-    if "//" in prefix or ".." in prefix.split("/"):
-        raise ValueError(f"prefix {prefix!r} has an empty or '..' part; use {scheme}://{bucket}/a/b")
-    return f"{scheme}://{bucket}/{prefix}" if prefix else f"{scheme}://{bucket}"
-
-
-def _check_duration(value: str) -> str:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be more than zero; use a duration such as 90s")
-    if seconds > MAX_DURATION_S:
-        raise ValueError(f"{value!r} is longer than a year; use a duration such as 12h or 30d")
-    return value
-
-
-def _check_size(value: str) -> str:
-    parse_size(value)
-    if value.strip()[-1:].isdigit():
-        raise ValueError(f"{value!r} has no unit; use a size such as {value.strip()}Gi or {value.strip()}Mi")
-    return value
-
-
-def _needs_unit(example: str) -> Any:
-    """Return a before-validator that turns a bare YAML number into an error naming the unit."""
-
-    def check(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{value} is not a finite number; use a string such as 8{example}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown = value if abs(value) < 1e12 else 8
-            raise ValueError(f"{value:.6g} has no unit; use a string such as {shown}{example}")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _numbers_to_str(value: Any) -> Any:
-    """Turn YAML numbers into strings (``--epochs 2``); leave everything else to validation."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _check_text(value: str, what: str) -> str:
-    """Refuse text no process can be given: a NUL byte (execve, environments), or more than MAX_TEXT."""
-    if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL byte, which no command or environment can carry; remove it")
-    if len(value) > MAX_TEXT:
-        raise ValueError(f"{what} is {len(value)} characters long, more than {MAX_TEXT}; "
-                         "pass large inputs as a file instead")
-    return value
-
-
-#: A positive duration string such as ``90s``; a size string with a unit such as ``8Gi``.
-Duration = Annotated[str, _needs_unit("s"), AfterValidator(_check_duration)]
-Size = Annotated[str, _needs_unit("Gi"), AfterValidator(_check_size)]
-
-
-class SpecModel(BaseModel):
-    """The base of every spec section: strict types, unknown fields refused, no inf or nan."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class Resources(SpecModel):
-    """What one attempt needs from its machine."""
-
-    cpus: float = Field(default=2.0, gt=0, le=4096)
-    memory: Size = "4Gi"
-    gpus: int = Field(default=0, ge=0, le=256)
-    gpu_type: str | None = None
-    disk: Size | None = None
-
-    @model_validator(mode="after")
-    def _gpu_type_needs_gpus(self) -> Resources:
-        if self.gpu_type and self.gpus == 0:
-            raise _FieldError("gpu_type", f"{self.gpu_type!r} is set but gpus is 0; set gpus: 1 or more")
-        return self
-
-    @property
-    def memory_bytes(self) -> int:
-        """Return the memory in bytes."""
-        return parse_size(self.memory)
-
-    @property
-    def disk_bytes(self) -> int | None:
-        """Return the disk size in bytes, or None when not set."""
-        return None if self.disk is None else parse_size(self.disk)
-
-
-class Checkpoint(SpecModel):
-    """Where progress lives and how often it is saved."""
-
-    uri: str | None = None
-    every: int | str = "auto"
-    keep: int = Field(default=3, ge=1, le=MAX_COUNT)
-
-    @field_validator("uri")
-    @classmethod
-    def _check_uri(cls, value: str | None) -> str | None:
-        return None if value is None else check_uri(value)
-
-    @field_validator("every")
-    @classmethod
-    def _check_every(cls, value: int | str) -> int | str:
-        if isinstance(value, int) or value.isdigit():
-            if int(value) < 1:
-                raise ValueError(f"{value} steps must be 1 or more; use a step count such as 200")
-            if len(str(value)) > 12 or int(value) > 10**12:
-                raise ValueError(f"{str(value)[:20]} steps is too large; use a step count such as 200")
-            return int(value)
-        if value in ("epoch", "auto"):
-            return value
-        try:
-            _check_duration(value)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not valid; use 'epoch', a step count such as 200, "
-                "a duration such as 90s, or 'auto'"
-            ) from None
-        return value
-
-
-class Retries(SpecModel):
-    """Budgets, counted apart: preemptions are the cloud's doing, failures the job's."""
-
-    preemptions: int = Field(default=20, ge=0, le=MAX_COUNT)
-    failures: int = Field(default=2, ge=0, le=MAX_COUNT)
-
-
-def _iso_date(value: Any) -> Any:
-    """Turn a YAML date (``date: 2024-06-01`` unquoted) into its ISO text."""
-    import datetime
-
-    return value.isoformat() if isinstance(value, datetime.date) else value
-
-
-class CostSettings(SpecModel):
-    """Price overrides for this job (see docs/prices.md); each field set wins over tables and live prices."""
-
-    prices_file: str | None = None
-    on_demand_per_hour: float | None = Field(default=None, gt=0, le=1e6)
-    spot_per_hour: float | None = Field(default=None, gt=0, le=1e6)
-    currency: str | None = None
-    source: str | None = None
-    date: Annotated[str | None, BeforeValidator(_iso_date)] = None
-
-    @field_validator("currency")
-    @classmethod
-    def _check_currency(cls, value: str | None) -> str | None:
-        from runner.cost.table import check_currency
-
-        return None if value is None else check_currency(value)
-
-    @field_validator("date")
-    @classmethod
-    def _check_date(cls, value: str | None) -> str | None:
-        from runner.cost.table import check_date
-
-        return None if value is None else check_date(value)
-
-
-class SimulatePreemption(SpecModel):
-    """Preempt attempts on purpose: on a fixed period (``every``), at random (``mean``), and/or when
-    spot capacity runs out (``outages``: spot attempts wait while one lasts and are preempted when
-    one begins; on-demand attempts never are)."""
-
-    every: Duration | None = None
-    mean: Duration | None = None
-    outages: str | None = None  # "30s-90s, 5m-8m": spot capacity gone, from job submission
-    notice: Duration = "5s"
-    mode: Literal["parachute", "bus", "mixed"] = "parachute"
-    count: int | None = Field(default=None, ge=0, le=MAX_COUNT)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-
-    @model_validator(mode="after")
-    def _one_clock(self) -> SimulatePreemption:
-        if self.every is not None and self.mean is not None:
-            raise _FieldError("every", "set one of every (a fixed period) or mean (random), not both")
-        if self.every is None and self.mean is None and self.outages is None:
-            raise _FieldError(
-                "every", "set every (a fixed period), mean (random) or outages (spot capacity gone); e.g. every: 20s"
-            )
-        return self
-
-    @field_validator("outages")
-    @classmethod
-    def _check_outages(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_outages(value)
-        return value
-
-    @property
-    def outage_spans(self) -> list[tuple[float, float]]:
-        """The outages as (start, end) seconds from the job's submission, sorted."""
-        return parse_outages(self.outages) if self.outages else []
-
-    @property
-    def every_s(self) -> float | None:
-        return None if self.every is None else parse_duration(self.every)
-
-    @property
-    def mean_s(self) -> float | None:
-        return None if self.mean is None else parse_duration(self.mean)
-
-    @property
-    def notice_s(self) -> float:
-        return parse_duration(self.notice)
-
-
-class Sync(SpecModel):
-    """For images that run ``runner exec``: the folder it syncs and the signal a notice becomes."""
-
-    dir: str
-    signal: Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"] = "SIGTERM"
-
-    @field_validator("dir")
-    @classmethod
-    def _check_dir(cls, value: str) -> str:
-        if not value.startswith("/") or ".." in value.split("/") or value.rstrip("/") == "":
-            raise ValueError(f"{value!r} is not an absolute folder inside the container; use e.g. /workspace/checkpoints")
-        return value.rstrip("/")
+from runner.spec.fields import (
+    _DATA_NAME,
+    _ENV_KEY,
+    _NAME,
+    MAX_DURATION_S,
+    MAX_ITEMS,
+    OBJECT_SCHEMES,
+    Duration,
+    SpecModel,
+    _check_text,
+    _FieldError,
+    _numbers_to_str,
+    check_uri,
+)
+from runner.spec.sections import (
+    Checkpoint,
+    CostSettings,
+    Resources,
+    Retries,
+    SimulatePreemption,
+    Sync,
+)
 
 
 class JobSpec(SpecModel):
@@ -529,24 +254,6 @@ class JobSpec(SpecModel):
             every=self.checkpoint.every, keep=self.checkpoint.keep, extra=extra)}
 
 
-def parse_outages(text: str) -> list[tuple[float, float]]:
-    """Parse ``"30s-90s, 5m-8m"`` (``;`` too, for the CLI) into sorted (start, end) seconds."""
-    spans = []
-    for part in filter(None, (p.strip() for p in text.replace(";", ",").split(","))):
-        start, sep, end = part.partition("-")
-        try:
-            a, b = parse_duration(start.strip() or "x"), parse_duration(end.strip() or "x")
-        except ValueError:
-            raise ValueError(f"{part[:40]!r} is not an outage; write start-end durations from submission, "
-                             "such as 30s-90s, 5m-8m") from None
-        if not sep or not 0 <= a < b <= MAX_DURATION_S:
-            raise ValueError(f"{part[:40]!r} must end after it starts; write e.g. 30s-90s")
-        spans.append((a, b))
-    if not spans or len(spans) > 1000:
-        raise ValueError(f"{text[:40]!r} holds no outages (or more than 1000); write e.g. 30s-90s, 5m-8m")
-    return sorted(spans)
-
-
 def _deadline_seconds(text: str) -> tuple[str, float]:
     """Parse a deadline: ("duration", seconds from submission) or ("time", epoch seconds)."""
     try:
@@ -593,13 +300,3 @@ def _check_data_source(name: str, source: str) -> str:
     if ".." in parts or not parts:
         raise _FieldError(name, f"{source[:80]!r} is not a usable folder; write /path/to/{name}")
     return "/" + "/".join(parts)
-
-
-class _FieldError(ValueError):
-    """A validator's error about a field below the one being validated (``sub``, dotted)."""
-
-    def __init__(self, sub: str, message: str) -> None:
-        super().__init__(message)
-        self.sub = sub
-
-
