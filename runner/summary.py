@@ -24,6 +24,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def format_duration(seconds: float | None) -> str:
+    """``-``, ``42.0s``, ``12m05s`` or ``3h20m``: the CLI's and the dashboard's way of writing a duration."""
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.1f}s"
+    if s < 7200:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
 def read_progress(job: Job, index: int = 0, spec: JobSpec | None = None) -> dict[str, Any] | None:
     """Return the job's ``progress.json`` from its checkpoint store, or None (``spec``: the job's, parsed)."""
     from runner.stores import open_store

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from runner.errors import RunnerError
 from runner.ledger import Ledger
+from runner.summary import format_duration
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training containers on spot capacity; survive preemptions.")
@@ -35,10 +36,4 @@ def _ledger() -> Ledger:
     return Ledger()
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+_fmt_s = format_duration

@@ -31,13 +31,19 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from runner.cost.accounting import format_money
 from runner.errors import RunnerError
+from runner.summary import format_duration
 from runner.ui.model import Dashboard, scrub_text
 from runner.ui.security import Guard, same
 
@@ -50,7 +56,7 @@ def create_app(dashboard: Dashboard, *, token: str | None, csrf: str, port: int,
     """The application over one :class:`Dashboard`; ``app.state.stats`` counts what was served."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     env = templates.env
-    env.filters.update(money=format_money, dur=_dur, pct=_pct, num=_num, when=_when, since=_since)
+    env.filters.update(money=format_money, dur=format_duration, pct=_pct, num=_num, when=_when, since=_since)
     env.globals.update(interval_ms=int(interval * 1000), csrf=csrf, actions=available_actions,
                        all_actions=lambda: available_actions(None))
     stats: Counter[str] = Counter()
@@ -188,17 +194,6 @@ def _num(value: float | None, fmt: str = ".2f") -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = float(seconds)
-    if s < 120:
-        return f"{s:.1f}s"
-    if s < 7200:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
 
 
 def _when(t: float | None) -> str:
