@@ -285,8 +285,12 @@ class WatchOptions:
 
 
 def watch(ledger: Ledger, job_ids: Iterable[str] | None, options: WatchOptions,
-          on_event: Callable[[Any], None], after_pass: Callable[[Any], None] | None = None) -> str:
+          on_event: Callable[[Any], None], after_pass: Callable[[Any], None] | None = None,
+          on_ready: Callable[[str | None], None] | None = None) -> str:
     """Run the watcher in this process until the jobs end (or a signal, ``once``, ``timeout``).
+
+    ``on_ready`` is called once the health endpoint is bound, with its URL (the real port, also
+    for ``--health-port 0``), or with None when there is none.
 
     Returns why it stopped: ``"done"``, ``"signal"``, ``"once"`` or ``"timeout"``. SIGTERM (and,
     for a service, SIGINT) stop it cleanly: leases released, the jobs go on.
@@ -310,6 +314,8 @@ def watch(ledger: Ledger, job_ids: Iterable[str] | None, options: WatchOptions,
     watcher = Watcher(ledger, ids, on_event=on_event, lease_ttl=options.lease_ttl or LEASE_TTL)
     server = HealthServer(watcher, options.health_port, options.interval).start() \
         if options.health_port is not None else None
+    if on_ready is not None:
+        on_ready(server.url if server is not None else None)
     previous = signal.signal(signal.SIGTERM, on_signal)
     previous_int = signal.signal(signal.SIGINT, on_signal) if options.service else None
 

@@ -253,13 +253,18 @@ node_idle() {
 }
 
 copy_podman_images() {
-  local image id have started
+  local image id have started need free
   for image in ${SPOT_RUNNER_SLURM_PODMAN_IMAGES:-}; do
     command -v podman >/dev/null || die "podman is not installed; unset SPOT_RUNNER_SLURM_PODMAN=0"
     id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) || die "Docker has no image $image to copy into Podman (make image)"
     have=$(podman image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
     [ "${id#sha256:}" = "$have" ] && continue  # the same image (its config digest) is there already
-    say "copying $image from Docker into Podman ($id)"
+    # The stale copy goes first: two 6 GB copies of a task image do not fit on every disk.
+    [ -z "$have" ] || { podman rmi -f "$image" >/dev/null 2>&1 || true; podman image prune -f >/dev/null 2>&1 || true; }
+    need=$(( $(docker image inspect -f '{{.Size}}' "$image") / 1048576 ))
+    free=$(df -Pm /var/lib/docker | awk 'NR == 2 {print $4}')
+    [ "$free" -gt $(( need * 2 )) ] || die "copying $image into Podman needs about $(( need * 2 )) MiB free on /var/lib/docker (a save file and the copy), $free MiB are: free some (docker image prune, rm -rf leftovers in /tmp) and rerun"
+    say "copying $image from Docker into Podman ($id, $need MiB)"
     started=$(date +%s)
     docker save "$image" | podman load >&2 || die "docker save $image | podman load failed"
     say "copied $image in $(( $(date +%s) - started ))s"

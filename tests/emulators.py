@@ -142,6 +142,7 @@ def azurite() -> Iterator[Emulator]:
     if exe is None:
         _unavailable("azurite is not installed: npm install -g azurite")
     port = free_port()
+    # Azurite keeps every blob on disk: the folder goes with the emulator (a suite writes gigabytes).
     workdir = tempfile.mkdtemp(prefix="azurite-")
     argv = [exe, "--blobHost", "0.0.0.0", "--blobPort", str(port), "--location", workdir, "--skipApiVersionCheck",
             "--loose", "--silent"]
@@ -155,3 +156,4 @@ def azurite() -> Iterator[Emulator]:
         emu.env = {"AZURE_STORAGE_CONNECTION_STRING": conn("127.0.0.1")}
         emu.container_env = {"AZURE_STORAGE_CONNECTION_STRING": conn(bridge_gateway())}
         yield emu
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -89,12 +89,14 @@ def watch_jobs(job_ids: list[str] | None, interval: float, once: bool = False, *
     options = svc.WatchOptions(interval=interval, once=once, service=service, health_port=health_port,
                                status_file=status_file, lease_ttl=lease_ttl, timeout=timeout)
     with _ledger() as ledger:
-        if service:
-            out.print(f"watcher on {ledger.path}: {'jobs ' + ', '.join(job_ids) if job_ids else 'every unfinished job'}"
-                      + (f", health http://127.0.0.1:{health_port}/healthz" if health_port is not None else "")
-                      + (f", status {status_file}" if status_file else ""), markup=False)
+        def ready(health_url: str | None) -> None:
+            if service:  # the health URL once bound: --health-port 0 picks a free port
+                out.print(f"watcher on {ledger.path}: "
+                          f"{'jobs ' + ', '.join(job_ids) if job_ids else 'every unfinished job'}"
+                          + (f", health {health_url}" if health_url else "")
+                          + (f", status {status_file}" if status_file else ""), markup=False)
         try:
-            why = svc.watch(ledger, job_ids, options, on_event=_show, after_pass=progress)
+            why = svc.watch(ledger, job_ids, options, on_event=_show, after_pass=progress, on_ready=ready)
         except KeyboardInterrupt:
             out.print("watcher stopped; the job goes on. Resume watching with `runner watch`")
             return 130

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import secrets
 import sqlite3
 import threading
@@ -35,6 +37,16 @@ if TYPE_CHECKING:
 default_path = default_ledger_path  # the ledger's own name for it
 
 
+#: Seconds a ledger that answers "database is locked" while it opens is tried again.
+OPEN_PATIENCE = 30.0
+
+
+def _busy(exc: BaseException | None) -> bool:
+    if isinstance(exc, LedgerError):  # the migration's BEGIN IMMEDIATE, wrapped
+        exc = exc.__cause__
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 class Ledger(Leases):
     """The jobs-and-attempts database; use as a context manager or call :meth:`close`."""
 
@@ -42,19 +54,35 @@ class Ledger(Leases):
         self.path = Path(path) if path is not None else default_path()
         self._local_id = local_id()
         self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout = 30000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except (OSError, sqlite3.Error) as exc:
-            raise LedgerError(
-                f"cannot open the ledger {self.path}: {exc}; check the path or set RUNNER_HOME"
-            ) from exc
+        deadline = time.monotonic() + OPEN_PATIENCE
+        while True:
+            try:
+                self._open()
+                return
+            except (OSError, sqlite3.Error, LedgerError) as exc:
+                # Another process switching the file to WAL, or checkpointing it as it closes, answers
+                # "database is locked" at once, without SQLite's busy wait: a moment later it opens.
+                if _busy(exc) and time.monotonic() < deadline:
+                    with contextlib.suppress(Exception):
+                        self._db.close()
+                    time.sleep(0.05 + random.random() * 0.2)
+                    continue
+                if isinstance(exc, LedgerError):
+                    raise
+                raise LedgerError(
+                    f"cannot open the ledger {self.path}: {exc}; check the path or set RUNNER_HOME"
+                ) from exc
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            self._db.execute("PRAGMA journal_mode = WAL")  # persistent: set once, when the file is new
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._migrate()
 
     def __enter__(self) -> Ledger:
         return self

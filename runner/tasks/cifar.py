@@ -77,8 +77,9 @@ def cifar10(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
         if not folder.is_dir():
             raise ConfigError(
                 f"CIFAR-10 is not in {data_dir} and could not be downloaded ({str(exc).splitlines()[0][:120]}): "
-                f"put the python batches at {folder} (data_batch_1..5, test_batch; see the README), or use "
-                "--data synthetic for a generated set") from None
+                f"put the python batches at {folder} (data_batch_1..5, test_batch; a job mounts a folder "
+                "holding them with its spec's data: field, see the README), or use --data synthetic for a "
+                "generated set") from None
         log.warning("%s: the batches differ from the published CIFAR-10 (checksums); reading them as "
                     "CIFAR-10 python batches", folder)
         images, labels = read_batches(folder, train)

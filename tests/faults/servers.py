@@ -28,8 +28,9 @@ def start_emulator(kind: str) -> Iterator[emu.Emulator]:
         argv, probe = [exe, "start", "--host", "0.0.0.0", "--port", str(port), "--in-memory"], "/storage/v1/b"
     elif kind == "az":
         exe = shutil.which("azurite-blob") or "azurite-blob"
+        workdir = tempfile.mkdtemp(prefix="azurite-")  # removed when the emulator stops, below
         argv = [exe, "--blobHost", "0.0.0.0", "--blobPort", str(port), "--location",
-                tempfile.mkdtemp(prefix="azurite-"), "--skipApiVersionCheck", "--loose", "--silent"]
+                workdir, "--skipApiVersionCheck", "--loose", "--silent"]
         probe = f"/{emu.AZURITE_ACCOUNT}?comp=list"
     else:
         raise ValueError(f"unknown emulator kind {kind!r}: use s3, gs or az")
@@ -47,6 +48,8 @@ def start_emulator(kind: str) -> Iterator[emu.Emulator]:
     finally:
         with contextlib.suppress(StopIteration):
             next(starter)
+        if kind == "az":
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def env_for(kind: str, url: str) -> dict[str, str]:

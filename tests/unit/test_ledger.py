@@ -332,3 +332,30 @@ def test_a_process_killed_mid_write_leaves_the_ledger_consistent(tmp_path: Path,
             led.update_attempt(attempt.id, AttemptStatus(AttemptState.PREEMPTED, "watcher restarted"))
             assert led.reserve_attempt(attempt.job_id, attempt.array_index).number == attempt.number + 1
     _check_consistent(path, charges_match=False)
+
+
+def _open_at(path: str, start: float) -> None:
+    while time.time() < start:
+        pass
+    try:
+        with Ledger(path):
+            pass
+    except LedgerError as exc:
+        print(exc, flush=True)
+        os._exit(1)
+
+
+def test_processes_opening_a_new_ledger_at_once_all_open_it(tmp_path: Path) -> None:
+    """The first open switches the file to WAL; others opening then got "database is locked" at once
+    (two `runner submit` in one new home): now they wait it out."""
+    ctx = multiprocessing.get_context("fork")
+    failed = 0
+    for trial in range(12):
+        path, start = str(tmp_path / f"ledger{trial}.db"), time.time() + 0.15
+        procs = [ctx.Process(target=_open_at, args=(path, start)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failed += sum(p.exitcode != 0 for p in procs)
+    assert failed == 0
