@@ -10,8 +10,8 @@ RSS), with no container started and no job recorded.
 
 from __future__ import annotations
 
+import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -65,25 +65,35 @@ def _fifo(folder: Path) -> Path:
     return path
 
 
+# A fresh, small process runs the console script and reports that child's own peak RSS and CPU: Linux
+# carries a process's RSS high-water mark across exec, so a child forked straight from this pytest
+# (hundreds of MB once torch is imported) would report pytest's size, not the runner's.
+_MEASURE = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(json.dumps([code, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024]))
+"""
+
+
 def run_cli(args: list[str], home: Path) -> tuple[int, str, float, float, float]:
     """Run the console script; return (exit code, stderr, wall s, CPU s, peak RSS in MB)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     env["RUNNER_HOME"] = str(home)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = home.parent / "usage.json"
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-S", "-c", _MEASURE, str(report), sys.executable, "-m",
+                             "runner.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        proc.communicate()
         pytest.fail(f"runner {' '.join(args)[:80]} hung for 30 s")
     wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # communicate() reaped the child: it is counted
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: an upper bound of this one's peak.
-    return proc.returncode, err, wall, cpu, after.ru_maxrss / 1024
+    code, cpu, rss = json.loads(report.read_text())
+    return code, err, wall, cpu, rss
 
 
 def check(code: int, err: str, wall: float, cpu: float, rss: float, home: Path) -> None:
