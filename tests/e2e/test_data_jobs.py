@@ -24,7 +24,7 @@ from tests.e2e.conftest import ROOT, runner, status_json
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def write_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> Path:
+def write_cifar(folder: Path, per_batch: int = 400, seed: int = 0) -> Path:
     """Write CIFAR-10 python batches: 5 train batches and a test batch of ``per_batch`` images each."""
     rng = np.random.default_rng(seed)
     batches = folder / "cifar-10-batches-py"
@@ -74,8 +74,9 @@ def submit(spec: str, home: Path, data: Path, args: str, *extra: str) -> dict[st
     return {"status": status_json(job_id, home), "output": out}
 
 
-CIFAR_ARGS = "--epochs 3 --batch-size 50 --train-size 800"
-IMAGENET_ARGS = "--epochs 2 --batch-size 8 --image-size 32 --workers 1 --lr 0.01"
+# Long enough (about 10 s of training on a quiet machine) that a preemption 4 s into each attempt lands.
+CIFAR_ARGS = "--epochs 6 --batch-size 50 --train-size 2000"
+IMAGENET_ARGS = "--epochs 6 --batch-size 8 --image-size 32 --workers 1 --lr 0.01"
 
 
 @pytest.mark.parametrize("spec,make,args", [("cifar.yaml", write_cifar, CIFAR_ARGS),
@@ -90,7 +91,7 @@ def test_shipped_job_on_a_real_format_folder_survives_preemptions(tmp_path: Path
         assert "reading them as CIFAR-10 python batches" in runner(
             "logs", plain["status"]["job_id"], home=tmp_path / "home-plain").stdout
     broken = submit(spec, tmp_path / "home-preempted", data, args,
-                    "--simulate-preemption", "every=7s,notice=3s,mode=mixed,count=2,seed=3")
+                    "--simulate-preemption", "every=4s,notice=2s,mode=mixed,count=2,seed=3")
     status = broken["status"]
     assert status["state"] == "SUCCEEDED", broken["output"][-3000:]
     assert status["preemptions"] >= 1, broken["output"][-3000:]
