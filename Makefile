@@ -27,7 +27,7 @@ help:
 	@echo "make emulators  Azurite (npm), gcp-storage-emulator and moto for the tests (part of test and faults)"
 	@echo "make test       the whole suite: dev, image and emulators first; a missing engine, image or emulator"
 	@echo "                fails the test instead of skipping it (RUNNER_REQUIRE_DOCKER=1)"
-	@echo "make test-unit  tests/unit only: no engine, seconds"
+	@echo "make test-unit  tests/unit only: no engine, about a minute (4 processes)"
 	@echo "make bench      every benchmarks/*.py"
 	@echo "make faults     the full fault table (benchmarks/faults.py; docs/faults.md) over SEEDS=3 random seeds;"
 	@echo "                QUICK=1 for CI's subset; FAULTS_ARGS='--seed N' replays one"
@@ -82,12 +82,18 @@ endef
 
 # RUNNER_REQUIRE_DOCKER=1: a test marked `docker` fails instead of skipping when the engine
 # or an image is missing.
+# tests/unit in 4 processes (pytest-xdist: they wait on subprocesses and windows more than on CPU),
+# then the rest in one (engine, emulators, Slurm: shared by the tests, so one at a time). Both
+# parts run; the target fails if either did.
+UNIT_JOBS ?= 4
 test: export RUNNER_REQUIRE_DOCKER = 1
 test: dev image emulators
-	$(call run_pytest,tests)
+	@rc=0; ( $(call run_pytest,tests/unit -n $(UNIT_JOBS)) ) || rc=1; \
+	( $(call run_pytest,tests --ignore=tests/unit) ) || rc=1; \
+	exit $$rc
 
 test-unit: dev
-	$(call run_pytest,tests/unit)
+	$(call run_pytest,tests/unit -n $(UNIT_JOBS))
 
 # Runs them all, then fails if any failed, naming which.
 bench: dev image emulators

@@ -177,7 +177,8 @@ def test_a_notice_inside_a_save_lets_the_save_finish_before_the_signal(tmp_path)
 
 def test_a_notice_whose_window_ends_inside_a_save_keeps_the_last_whole_version(tmp_path):
     """A save longer than the window: the child is signalled, then killed; the torn file is not committed."""
-    proc = _exec(tmp_path, [sys.executable, "-c", SLOW_SAVER, "1.0", "2.5"], RUNNER_NOTICE_WINDOW="6")
+    # each save takes 10 x 0.5 s; the 3 s window ends inside the second one
+    proc = _exec(tmp_path, [sys.executable, "-c", SLOW_SAVER, "0.5", "2.5"], RUNNER_NOTICE_WINDOW="3")
     assert proc.stdout is not None
     while not proc.stdout.readline().startswith("saving 2"):
         pass
@@ -185,7 +186,7 @@ def test_a_notice_whose_window_ends_inside_a_save_keeps_the_last_whole_version(t
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 75, err
-    assert time.monotonic() - started < 6  # inside the window
+    assert time.monotonic() - started < 4.5  # inside the window (3 s; the save alone would take 5 s)
     assert "saved 2" not in out and "not committing state.json" in err
     doc = json.loads((_restored(tmp_path, "check") / "state.json").read_text())
     assert doc[0] == 1  # the last whole version
