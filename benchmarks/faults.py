@@ -248,17 +248,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     random_seeds = args.seeds if args.seeds is not None else (0 if args.seed else 3)
     if random_seeds < 0 or random_seeds + len(args.seed) < 1:
         parser.error("--seeds must be at least 1 when no --seed is given")
-    logging.getLogger("runner").setLevel(logging.ERROR)  # the cases' expected warnings are not news
     seeds = [*args.seed, *(random.SystemRandom().randrange(1 << 30) for _ in range(random_seeds))]
     started = time.monotonic()
     tables: list[list[Row]] = []
-    with tempfile.TemporaryDirectory(prefix="faults-") as tmp, script_emulators() as emulators:
-        for seed in seeds:
-            t0 = time.monotonic()
-            rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
-            tables.append(rows)
-            print(f"\n-- seed {seed}: {sum(r.trials for r in rows)} trials, {sum(r.losses for r in rows)} losses, "
-                  f"{time.monotonic() - t0:.0f} s\n{render(rows, False)}\n", file=sys.stderr, flush=True)
+    quiet = logging.getLogger("runner")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the cases' expected warnings are not news
+    try:  # restored after: tests call main() in their own process, whose later tests read these logs
+        with tempfile.TemporaryDirectory(prefix="faults-") as tmp, script_emulators() as emulators:
+            for seed in seeds:
+                t0 = time.monotonic()
+                rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
+                tables.append(rows)
+                print(f"\n-- seed {seed}: {sum(r.trials for r in rows)} trials, {sum(r.losses for r in rows)} "
+                      f"losses, {time.monotonic() - t0:.0f} s\n{render(rows, False)}\n", file=sys.stderr, flush=True)
+    finally:
+        quiet.setLevel(level)
     totals = combine(tables)
     print(render(totals, args.markdown))
     print(f"\n{'quick' if args.quick else 'full'} run, {len(seeds)} seed(s) {', '.join(map(str, seeds))}, "
