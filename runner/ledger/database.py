@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +96,7 @@ class Ledger(Leases):
 
     # ------------------------------------------------------------------ plumbing
 
-    @contextmanager
+    @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """Run the block as one immediate transaction; roll back on any error."""
         with self._lock:
