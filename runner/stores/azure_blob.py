@@ -21,6 +21,7 @@ Connect and read timeouts: ``runner.stores.deadline``.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import IO, Any
@@ -45,6 +46,12 @@ BLOCK_BYTES = 8 * 1024 ** 2
 _TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
 _DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                  "InsufficientAccountPermissions", "AccountIsDisabled"}
+# azure-core logs every request's URL and headers at INFO, and a task logs at INFO: each checkpoint
+# read or write added a dozen lines per request to the job's log. Quieted to warnings unless that
+# logger's level was set already or RUNNER_LOG_LEVEL=DEBUG asks for everything.
+_HTTP_LOG = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+if _HTTP_LOG.level == logging.NOTSET and os.environ.get("RUNNER_LOG_LEVEL", "").upper() != "DEBUG":
+    _HTTP_LOG.setLevel(logging.WARNING)
 _NETWORK_ERRORS = (aexc.ServiceRequestError, aexc.ServiceResponseError, aexc.IncompleteReadError, ConnectionError,
                    TimeoutError)
 
@@ -59,8 +66,10 @@ class Backoff(ExponentialRetry):
     def send(self, request: Any) -> Any:
         """``StorageRetryPolicy.send``'s loop (the same counters, ``increment`` and ``sleep``), retrying
         what it retries (a connection error, 408, 5xx but 501 and 505) and also 429 Too Many Requests,
-        which a gateway in front of the account may answer and the SDK's ``is_retry`` does not retry.
-        Left out, unused here: the secondary endpoint, content-checksum and copy-source retries."""
+        which a gateway in front of the account may answer and the SDK's ``is_retry`` does not retry;
+        and the body of an error answer (a 404 on a missing manifest) cut short while it is read: the
+        SDK reads it after its retries, outside the downloader's own re-reads, so the cut became an
+        outage at startup. Left out, unused here: the secondary endpoint, content-checksum and copy-source retries."""
         settings = self.configure_retries(request)
         while True:
             try:
@@ -77,6 +86,16 @@ class Backoff(ExponentialRetry):
                     settings, request=request.http_request, response=response.http_response):
                 self.sleep(settings, request.context.transport)
                 continue
+            if status >= 400:
+                try:  # the error's body, read here so that one cut short is retried like a reset
+                    response.http_response.read()
+                except (aexc.StreamConsumedError, aexc.StreamClosedError):
+                    pass  # read already, as the SDK's own code allows
+                except (aexc.IncompleteReadError, aexc.ServiceResponseError) as err:
+                    if not self.increment(settings, request=request.http_request, error=err):
+                        raise
+                    self.sleep(settings, request.context.transport)
+                    continue
             if settings["history"]:
                 response.context["history"] = settings["history"]
             response.http_response.location_mode = settings["mode"]
