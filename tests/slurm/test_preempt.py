@@ -28,7 +28,10 @@ from tests.slurm.conftest import (
     wait_job,
 )
 
-ARGS = ["--data", "synthetic", "--epochs", "2", "--train-size", "6000", "--test-size", "200",
+# 2500 steps: the runtime without a container ("none") must still be training when the second
+# preemption lands, after the slowest runtime (podman) has started and trained 40 steps; with 750
+# it once finished first (exit 0 in attempt 2, so no attempt 3).
+ARGS = ["--data", "synthetic", "--epochs", "2", "--train-size", "20000", "--test-size", "200",
         "--batch-size", "16", "--threads", "1", "--seed", "0"]
 NODE_CPUS = 8  # scripts/ensure-slurm.sh's default
 
@@ -80,7 +83,10 @@ def test_smoke_job_preempted_twice_ends_with_the_uninterrupted_weights(slurm_con
                    for rt, f in folders.items())
 
     def resubmitted(attempt: int) -> bool:
-        return all(len(status_json(j, home)["attempt_list"]) > attempt for j in jobs.values())
+        statuses = {rt: status_json(j, home) for rt, j in jobs.items()}
+        early = [rt for rt, s in statuses.items() if s["state"] == "SUCCEEDED"]
+        assert not early, f"{early} finished before preemption {attempt} landed: the work (ARGS) is too short"
+        return all(len(s["attempt_list"]) > attempt for s in statuses.values())
 
     for round_ in (1, 2):
         floor = {rt: int(progress(f).get("step") or 0) + 40 for rt, f in folders.items()}
