@@ -72,11 +72,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+def _wait(url: str, process: subprocess.Popen[bytes], name: str, log: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            _unavailable(f"{name} exited with {process.returncode} at start")
+            _unavailable(f"{name} exited with {process.returncode} at start (its output: {log})")
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -85,14 +85,16 @@ def _wait(url: str, process: subprocess.Popen[bytes], name: str, timeout: float 
         except OSError:
             time.sleep(0.2)
     process.kill()
-    _unavailable(f"{name} did not answer at {url} within {timeout:.0f} s")
+    _unavailable(f"{name} did not answer at {url} within {timeout:.0f} s (its output: {log})")
 
 
 def _start(name: str, argv: list[str], port: int, probe: str = "/") -> Iterator[subprocess.Popen[bytes]]:
     log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    started = False
     try:
-        _wait(f"http://127.0.0.1:{port}{probe}", process, name)
+        _wait(f"http://127.0.0.1:{port}{probe}", process, name, log.name)
+        started = True
         yield process
     finally:
         process.terminate()
@@ -100,6 +102,9 @@ def _start(name: str, argv: list[str], port: int, probe: str = "/") -> Iterator[
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
+        if started:  # kept (and its path in /tmp) only when the emulator failed to start
+            Path(log.name).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
