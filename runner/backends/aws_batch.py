@@ -6,10 +6,10 @@ own chain (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_BATCH`` point it at moto). 
 (job definition, submit, retry strategy) are built in :mod:`runner.backends.aws_setup`.
 
 Batch retries spot reclaims (``Host EC2*``) and exit 75 itself, a few times; past that the job
-FAILS with the reclaim's reason, :func:`classify` says PREEMPTED and the watcher submits the next
-attempt. Batch does not refuse a second job of the same name, so :meth:`AwsBatchBackend.lookup`
-(the watcher's ``find`` before it submits an attempt it may have submitted already) lists the
-queue's jobs by name.
+FAILS with the reclaim's reason, :func:`classify` (:mod:`runner.backends.aws_records`, with the
+ids) says PREEMPTED and the watcher submits the next attempt. Batch does not refuse a second job
+of the same name, so :meth:`AwsBatchBackend.lookup` (the watcher's ``find`` before it submits an
+attempt it may have submitted already) lists the queue's jobs by name.
 
 Polling: ``describe_jobs`` in batches of 100. Array children are described the same way, or,
 for big arrays, listed per status with ``list_jobs(arrayJobId=..., jobStatus=...)`` (1,000 a
@@ -25,24 +25,31 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from runner.backends.aws_records import (
+    CANCEL_REASON,
+    PROGRESSION,
+    classify,
+    field,
+    log_stream,
+    parse_id,
+)
 from runner.backends.aws_setup import (
     AwsSettings,
     aws_settings,
     definition_request,
+    ensure_definition,
     job_name,
     queue_for,
     submit_request,
 )
 from runner.backends.base import Submission
-from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
+from runner.backends.cloud import CloudBatchBackend, follow_lines
 from runner.cost.table import PriceTable
-from runner.errors import BackendError, BackendUnavailable
+from runner.errors import BackendError
 from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
@@ -51,75 +58,6 @@ log = logging.getLogger("runner.backends.aws_batch")
 DESCRIBE_BATCH = 100          # describe_jobs takes at most 100 ids
 LIST_PAGE = 1000              # list_jobs with jobStatus returns at most 1000 a page
 MAX_ARRAY = 10_000
-PREEMPT_REASON = "Host EC2"   # "Host EC2 (instance i-...) terminated."
-CANCEL_REASON = "spot-runner: cancelled by the user"
-DEFAULT_LOG_GROUP = "/aws/batch/job"
-PROGRESSION = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
-_WAITING = frozenset(PROGRESSION[:4])
-_ID = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d+)/([A-Za-z0-9-]+)(?::(\d+))?$")
-
-
-def field(answer: dict[str, Any], key: str, call: str) -> Any:
-    """``answer[key]``; an answer without it was cut short on the way (botocore parses a truncated body
-    into an empty success), so it is no answer: BackendUnavailable, tried again, never "not found"."""
-    if key not in answer:
-        raise BackendUnavailable(f"AWS Batch {call} answered without {key} (a reply cut short); trying again")
-    return answer[key]
-
-
-def classify(job: dict[str, Any]) -> AttemptStatus:
-    """Map a ``describe_jobs`` job (or a ``list_jobs`` summary) onto an AttemptStatus.
-
-    SUBMITTED/PENDING/RUNNABLE/STARTING are PENDING; a FAILED job is PREEMPTED when its (or its
-    last attempt's) status reason starts with ``Host EC2`` or its container exited 75; a job
-    the runner cancelled is CANCELLED; any other FAILED keeps the service's reason.
-    """
-    status = str(job.get("status") or "")
-    started, ended = _seconds(job.get("startedAt")), _seconds(job.get("stoppedAt"))
-    container = job.get("container") or {}
-    attempts = job.get("attempts") or []
-    last = attempts[-1] if attempts else {}
-    code = container.get("exitCode", (last.get("container") or {}).get("exitCode"))
-    exit_code = int(code) if isinstance(code, int) else None
-    reasons = [str(r) for r in (job.get("statusReason"), last.get("statusReason"),
-                                container.get("reason"), (last.get("container") or {}).get("reason")) if r]
-    reason = reasons[0] if reasons else ""
-
-    if status in _WAITING:
-        return AttemptStatus(AttemptState.PENDING, status.lower() + (f": {reason}" if reason else ""),
-                             None, started, None)
-    if status == "RUNNING":
-        return AttemptStatus(AttemptState.RUNNING, "running", None, started, None)
-    if status == "SUCCEEDED":
-        return AttemptStatus(AttemptState.SUCCEEDED, "succeeded", exit_code or 0, started, ended)
-    if status != "FAILED":
-        return AttemptStatus(AttemptState.UNKNOWN, f"unrecognised AWS Batch status {status!r}",
-                             exit_code, started, ended)
-    if any(r.startswith(PREEMPT_REASON) for r in reasons):
-        preempted = next(r for r in reasons if r.startswith(PREEMPT_REASON))
-        return AttemptStatus(AttemptState.PREEMPTED, f"spot reclaim: {preempted}", exit_code, started, ended)
-    if any(r.startswith(CANCEL_REASON) for r in reasons) or job.get("isCancelled"):
-        return AttemptStatus(AttemptState.CANCELLED, reason or "cancelled", exit_code, started, ended)
-    contract_state = exit_state(exit_code)
-    if contract_state in EXIT_REASONS:
-        return AttemptStatus(contract_state, EXIT_REASONS[contract_state], exit_code, started, ended)
-    text = reason or "failed"
-    if exit_code is not None:
-        text += f" (exit {exit_code})"
-    return AttemptStatus(AttemptState.FAILED, text, exit_code, started, ended)
-
-
-def _seconds(ms: Any) -> float | None:
-    return ms / 1000.0 if isinstance(ms, (int, float)) and ms > 0 else None
-
-
-def parse_id(backend_id: str) -> tuple[str, str, int | None]:
-    """Split ``<region>/<jobId>[:<index>]`` into (region, job id, index or None)."""
-    m = _ID.match(backend_id or "")
-    if not m:
-        raise BackendError(f"{backend_id!r} is not an AWS Batch attempt id (<region>/<jobId>); "
-                           "pass the id submit() returned")
-    return m.group(1), m.group(2), None if m.group(3) is None else int(m.group(3))
 
 
 class AwsBatchBackend(CloudBatchBackend):
@@ -170,13 +108,17 @@ class AwsBatchBackend(CloudBatchBackend):
         self._status_count: dict[str, int] = {}    # parent -> non-empty statuses at the last poll
         self._lock = threading.Lock()
 
-    def client(self, service: str = "batch", region: str | None = None) -> Any:
-        """Return (and keep) a boto3 client for ``service`` in ``region``."""
+    def client(self, service: str = "batch", region: str | None = None, retries: bool = True) -> Any:
+        """Return (and keep) a boto3 client for ``service`` in ``region``; ``retries=False``: one try a call."""
+        from botocore.config import Config
+
         region = region or self.default_region
         with self._lock:
-            key = (service, region)
+            key = (service if retries else f"{service}-once", region)
             if key not in self._clients:
-                kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
+                config = self._config if retries else self._config.merge(
+                    Config(retries={"mode": "standard", "total_max_attempts": 1}))
+                kwargs: dict[str, Any] = {"region_name": region, "config": config}
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
                 self._clients[key] = self._session.client(service, **kwargs)
@@ -208,22 +150,8 @@ class AwsBatchBackend(CloudBatchBackend):
             if found is not None:
                 return found
         self._sent.add(sub.key)
-        answer = self._submit_client(region).submit_job(**request)
+        answer = self.client("batch", region, retries=False).submit_job(**request)
         return f"{region}/{field(answer, 'jobId', 'submit_job')}"
-
-    def _submit_client(self, region: str) -> Any:
-        """The Batch client for SubmitJob: as :meth:`client`, without the SDK's retries."""
-        from botocore.config import Config
-
-        with self._lock:
-            key = ("batch-submit", region)
-            if key not in self._clients:
-                config = self._config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
-                kwargs: dict[str, Any] = {"region_name": region, "config": config}
-                if self.endpoint_url:
-                    kwargs["endpoint_url"] = self.endpoint_url
-                self._clients[key] = self._session.client("batch", **kwargs)
-            return self._clients[key]
 
     @staticmethod
     def _uniform(subs: Sequence[Submission]) -> bool:
@@ -234,21 +162,14 @@ class AwsBatchBackend(CloudBatchBackend):
                         for s in subs))
 
     def _definition(self, batch: Any, region: str, spec: JobSpec, env: dict[str, str]) -> str:
-        """Return ``name:revision`` of the spec's job definition, registering it when missing."""
+        """``name:revision`` of the spec's job definition (registered when missing), kept per region."""
         request = definition_request(spec, env)
-        name = request["jobDefinitionName"]
-        if (region, name) in self._definitions:
-            return self._definitions[(region, name)]
-        found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
-        revisions = sorted(int(d["revision"]) for d in field(found, "jobDefinitions", "describe_job_definitions"))
-        if revisions:
-            ref = f"{name}:{revisions[-1]}"
-        else:
-            answer = batch.register_job_definition(**request)
-            ref = f"{answer['jobDefinitionName']}:{answer['revision']}"
-            log.info("registered job definition %s for %s (%s)", ref, spec.name, spec.image)
-        self._definitions[(region, name)] = ref
-        return ref
+        key = (region, request["jobDefinitionName"])
+        if key not in self._definitions:
+            self._definitions[key], registered = ensure_definition(batch, request)
+            if registered:
+                log.info("registered job definition %s for %s (%s)", self._definitions[key], spec.name, spec.image)
+        return self._definitions[key]
 
     def split_id(self, backend_id: str) -> tuple[str, str]:
         region, job_id, index = parse_id(backend_id)
@@ -328,10 +249,10 @@ class AwsBatchBackend(CloudBatchBackend):
 
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the attempt's CloudWatch log lines (follow them while the job runs)."""
-        region, job_id, index = parse_id(backend_id)
-        target = job_id if index is None else f"{job_id}:{index}"
-        token: str | None = None
-        while True:
+        region, target = self.split_id(backend_id)
+        token: list[str | None] = [None]
+
+        def read() -> tuple[list[str], bool]:
             try:
                 jobs = self.client("batch", region).describe_jobs(jobs=[target]).get("jobs", [])
             except Exception as exc:
@@ -339,30 +260,19 @@ class AwsBatchBackend(CloudBatchBackend):
             if not jobs:
                 raise BackendError(f"AWS Batch does not know {backend_id}: jobs are kept for about a day "
                                    "after they end")
-            job = jobs[0]
-            container = job.get("container") or {}
-            attempts = job.get("attempts") or []
-            stream = container.get("logStreamName") or (
-                (attempts[-1].get("container") or {}).get("logStreamName") if attempts else None)
-            group = ((container.get("logConfiguration") or {}).get("options") or {}).get(
-                "awslogs-group", DEFAULT_LOG_GROUP)
-            ended = job.get("status") in ("SUCCEEDED", "FAILED")
-            if stream:
-                token, lines = self._log_page(region, group, stream, token)
-                yield from lines
-            elif ended or not follow:
-                yield (f"(no CloudWatch log stream for {backend_id}, status {job.get('status')}: Batch names "
-                       "one when the container starts; the emulator only after it ends)")
-                return
-            if not follow or ended:
-                if stream and ended:  # drain what is left
-                    while True:
-                        token, lines = self._log_page(region, group, stream, token)
-                        if not lines:
-                            break
-                        yield from lines
-                return
-            time.sleep(2)
+            (group, stream), ended = log_stream(jobs[0]), jobs[0].get("status") in ("SUCCEEDED", "FAILED")
+            if not stream:
+                return ([f"(no CloudWatch log stream for {backend_id}, status {jobs[0].get('status')}: Batch "
+                         "names one when the container starts; the emulator only after it ends)"]
+                        if ended or not follow else []), ended
+            lines: list[str] = []
+            while True:  # every page written so far
+                token[0], page = self._log_page(region, group, stream, token[0])
+                if not page:
+                    return lines, ended
+                lines += page
+
+        return follow_lines(read, follow)
 
     def _log_page(self, region: str, group: str, stream: str, token: str | None) -> tuple[str | None, list[str]]:
         logs = self.client("logs", region)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from runner import contract
+from runner.backends.aws_records import field
 from runner.backends.transient import describe
 from runner.errors import BackendError, SubmitError
 from runner.spec.model import JobSpec, SpecModel
@@ -120,6 +121,18 @@ def definition_request(spec: JobSpec, env: dict[str, str]) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
     request["jobDefinitionName"] = job_name(f"spot-runner-{spec.name}-{digest}")
     return {"jobDefinitionName": request.pop("jobDefinitionName"), **request}
+
+
+def ensure_definition(batch: Any, request: dict[str, Any]) -> tuple[str, bool]:
+    """``(name:revision, registered)`` of the job definition ``request`` registers: the newest ACTIVE
+    revision of its name (the name carries a hash of the request), else a new one registered now."""
+    name = request["jobDefinitionName"]
+    found = batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
+    revisions = sorted(int(d["revision"]) for d in field(found, "jobDefinitions", "describe_job_definitions"))
+    if revisions:
+        return f"{name}:{revisions[-1]}", False
+    answer = batch.register_job_definition(**request)
+    return f"{answer['jobDefinitionName']}:{answer['revision']}", True
 
 
 def submit_request(sub: Submission, definition: str, array_size: int | None = None) -> dict[str, Any]:

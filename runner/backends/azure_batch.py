@@ -21,6 +21,7 @@ Preemption, the Azure way, and how it maps onto attempts:
   ``active`` after having started); one terminated while running reads CANCELLED.
 - Exit code 75 (the task stopped after a notice, checkpoint committed) is PREEMPTED as well.
 
+The mapping itself is :func:`classify` in :mod:`runner.backends.azure_records`, pure, with the ids.
 A poll makes one ``list_tasks`` call per Azure job, plus one ``list_nodes`` per pool with a
 task on a node; any failure reads UNKNOWN, never FAILED.
 """
@@ -28,100 +29,38 @@ task on a node; any failure reads UNKNOWN, never FAILED.
 from __future__ import annotations
 
 import logging
-import time
-import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from runner import contract
+from runner.backends.azure_records import (
+    SEP,
+    check_collection,
+    classify,
+    message,
+    parse_id,
+    region_of,
+)
 from runner.backends.azure_setup import (
     AzureSettings,
     azure_id,
     azure_settings,
+    ensure_job,
     ensure_pool,
     job_for,
-    job_options,
     make_client,
-    pool_for,
     settings,
     task_options,
 )
 from runner.backends.base import Submission
-from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
+from runner.backends.cloud import CloudBatchBackend, follow_lines
 from runner.cost.table import PriceError, PriceTable
-from runner.errors import BackendError, SubmitError
+from runner.errors import BackendError
 from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.azure")
 
-EXIT_PREEMPTED = contract.EXIT_PREEMPTED
 CHUNK = 100  # create_task_collection takes at most 100 tasks
-SEP = "|"
-
-
-def classify(task: Mapping[str, Any], node_state: str | None = None,
-             seen: tuple[Any, Any] | None = None) -> AttemptStatus:
-    """Map an Azure task (REST JSON or SDK model) and its node's state onto an AttemptStatus.
-
-    ``seen`` is the (start time, node id) this process saw the task running with before, if
-    any: a different one now means Azure requeued and re-ran it after a preemption.
-    """
-    state = str(task.get("state") or "").lower()
-    previous = str(task.get("previousState") or "").lower()
-    info = task.get("executionInfo") or {}
-    node = (task.get("nodeInfo") or {}).get("nodeId")
-    started, ended = _epoch(info.get("startTime")), _epoch(info.get("endTime"))
-    code = info.get("exitCode")
-    exit_code = int(code) if code is not None else None
-    failure = info.get("failureInfo") or {}
-    on_node = f" on node {node}" if node else ""
-    its_node = f"its node {node}" if node else "its node"
-
-    def status(kind: AttemptState, reason: str) -> AttemptStatus:
-        return AttemptStatus(kind, reason, exit_code, started, ended)
-
-    if state == "completed":
-        if exit_code == 0 and not failure:
-            return status(AttemptState.SUCCEEDED, "exit 0")
-        if exit_state(exit_code) in EXIT_REASONS:
-            state = exit_state(exit_code)
-            assert state is not None
-            return status(state, EXIT_REASONS[state])
-        if failure.get("code") == "TaskEnded":
-            if previous in ("active", "preparing") and started is not None:
-                return status(AttemptState.PREEMPTED, f"requeued after {its_node} was preempted; "
-                                                      "ended by the runner")
-            return status(AttemptState.CANCELLED, "terminated (TaskEnded)")
-        if failure:
-            what = f"{failure.get('category') or 'error'} {failure.get('code') or ''}".strip()
-            message = " ".join(str(failure.get("message") or "").split())
-            tail = f" (exit {exit_code})" if exit_code is not None else ""
-            return status(AttemptState.FAILED, f"{what}: {message}{tail}" if message else what + tail)
-        return status(AttemptState.FAILED, f"exit {exit_code}" if exit_code is not None else "completed, no exit code")
-    if node_state == "preempted" and state in ("running", "preparing", "active") and node:
-        return status(AttemptState.PREEMPTED, f"node {node} was preempted (task {state})")
-    if state == "active":
-        if previous in ("running", "preparing") and int(info.get("retryCount") or 0) == 0:
-            return status(AttemptState.PREEMPTED, f"requeued by Azure: {its_node} was preempted")
-        return AttemptStatus(AttemptState.PENDING, "active: waiting for a node", None, started, None)
-    if state == "preparing":
-        return AttemptStatus(AttemptState.PENDING, f"preparing{on_node}", None, started, None)
-    if state == "running":
-        if seen is not None and seen != (info.get("startTime"), node) and seen[0] is not None:
-            return status(AttemptState.PREEMPTED, f"requeued by Azure and started again{on_node}")
-        return AttemptStatus(AttemptState.RUNNING, f"running{on_node}", None, started, None)
-    return AttemptStatus(AttemptState.UNKNOWN, f"unrecognised task state {state!r}", exit_code, started, ended)
-
-
-def parse_id(backend_id: str) -> tuple[str, str, str]:
-    """Split ``"<account_url>|<job>|<task>"``."""
-    parts = backend_id.split(SEP)
-    if len(parts) != 3 or not all(parts):
-        raise BackendError(f"{backend_id!r} is not an Azure attempt id (<account_url>|<job>|<task>); "
-                           "pass the id the azure backend returned")
-    return parts[0], parts[1], parts[2]
 
 
 class AzureBatchBackend(CloudBatchBackend):
@@ -143,7 +82,7 @@ class AzureBatchBackend(CloudBatchBackend):
         azure = azure_settings(spec)
         if not azure.vm_size:
             return None
-        region = azure.region or _region_of(azure.account_url)
+        region = azure.region or region_of(azure.account_url)
         if region is None:
             raise PriceError(f"azure.vm_size {azure.vm_size} has no region to price it in; "
                              "add region: eastus (for example) under azure:")
@@ -172,7 +111,9 @@ class AzureBatchBackend(CloudBatchBackend):
         spec, capacity = subs[0].spec, subs[0].capacity
         url, job = settings(spec).account_url.rstrip("/"), job_for(subs[0].job_id, capacity)
         client = self.client(url)
-        self._ensure_job(client, url, subs[0].job_id, spec, capacity)
+        if (url, job) not in self._jobs:
+            ensure_job(client, url, subs[0].job_id, spec, capacity)
+            self._jobs.add((url, job))
         tasks = [task_options(sub) for sub in subs]
         if len(tasks) == 1:
             try:
@@ -182,27 +123,8 @@ class AzureBatchBackend(CloudBatchBackend):
         else:
             for start in range(0, len(tasks), CHUNK):
                 result = client.create_task_collection(job, m.BatchTaskGroup(task_values=tasks[start:start + CHUNK]))
-                _check_collection(result)
+                check_collection(result)
         return [SEP.join((url, job, t.id)) for t in tasks]
-
-    def _ensure_job(self, client: Any, url: str, job_id: str, spec: JobSpec, capacity: str) -> None:
-        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
-        job = job_for(job_id, capacity)
-        if (url, job) in self._jobs:
-            return
-        pool_id = pool_for(spec, capacity)
-        try:
-            client.get_pool(pool_id, select=["id", "state"])
-        except ResourceNotFoundError:
-            raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
-                              "`runner init azure --spec <job spec>`") from None
-        try:
-            client.create_job(job_options(job_id, spec, capacity))
-            log.info("created Azure job %s on pool %s", job, pool_id)
-        except ResourceExistsError:
-            pass
-        self._jobs.add((url, job))
 
     def split_id(self, backend_id: str) -> tuple[tuple[str, str], str]:
         url, job, task = parse_id(backend_id)
@@ -231,7 +153,7 @@ class AzureBatchBackend(CloudBatchBackend):
                 self._nodes[(url, str(pool))] = {str(n["id"]): str(n.get("state") or "")
                                                  for n in self.client(url).list_nodes(pool, select=["id", "state"])}
             except AzureError as exc:  # node states unknown: classify from the task alone
-                log.warning("cannot list the nodes of pool %s: %s", pool, _one_line(exc))
+                log.warning("cannot list the nodes of pool %s: %s", pool, message(exc))
                 self._nodes[(url, str(pool))] = {}
         return self._nodes[(url, str(pool))].get(str(node))
 
@@ -275,30 +197,28 @@ class AzureBatchBackend(CloudBatchBackend):
         url, job, task_id = parse_id(backend_id)
         client = self.client(url)
         for name in ("stdout.txt", "stderr.txt"):
-            offset, pending = 0, b""
-            while True:
+            tail = follow and name == "stdout.txt"
+            at = {"offset": 0, "pending": b"", "told": False}
+
+            def read(name: str = name, tail: bool = tail, at: dict[str, Any] = at) -> tuple[list[str], bool]:
+                lines: list[str] = []
                 try:
-                    chunks = client.download_task_file(job, task_id, name, ocp_range=f"bytes={offset}-")
-                    data = b"".join(chunks)
+                    data = b"".join(client.download_task_file(job, task_id, name, ocp_range=f"bytes={at['offset']}-"))
+                    at["offset"] += len(data)
+                    *done, at["pending"] = (at["pending"] + data).split(b"\n")
+                    lines = [line.decode("utf-8", "replace").rstrip("\r") for line in done]
                 except ResourceNotFoundError:
-                    if name == "stdout.txt":
-                        yield (f"(no {name} for task {task_id} yet: Azure keeps task files on the node "
-                               "while it lives; the task may not have started, or its node is gone)")
-                    data = b""
-                    if not follow:
-                        break
+                    if name == "stdout.txt" and not at["told"]:
+                        lines, at["told"] = [f"(no {name} for task {task_id} yet: Azure keeps task files on the "
+                                             "node while it lives; the task may not have started, or its node "
+                                             "is gone)"], True
                 except AzureError as exc:
-                    raise BackendError(f"cannot read {name} of Azure task {task_id}: {_one_line(exc)}") from exc
-                offset += len(data)
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield line.decode("utf-8", "replace").rstrip("\r")
-                if not follow or name != "stdout.txt" or self._completed(client, job, task_id):
-                    break
-                time.sleep(2)
-            if pending:
-                yield pending.decode("utf-8", "replace").rstrip("\r")
+                    raise BackendError(f"cannot read {name} of Azure task {task_id}: {message(exc)}") from exc
+                return lines, not tail or self._completed(client, job, task_id)
+
+            yield from follow_lines(read, tail)
+            if at["pending"]:
+                yield at["pending"].decode("utf-8", "replace").rstrip("\r")
 
     def _completed(self, client: Any, job: str, task_id: str) -> bool:
         from azure.core.exceptions import AzureError
@@ -324,7 +244,7 @@ class AzureBatchBackend(CloudBatchBackend):
         return SEP.join((url, job, task_id))
 
     def explain(self, exc: BaseException) -> str:
-        return _one_line(exc)
+        return message(exc)
 
     @classmethod
     def init(cls, spec: JobSpec, echo: Any) -> None:
@@ -339,44 +259,6 @@ class AzureBatchBackend(CloudBatchBackend):
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
         self._clients.clear()
-
-
-def _region_of(account_url: str | None) -> str | None:
-    """Return the region in ``https://<account>.<region>.batch.azure.com``, if the URL has that shape."""
-    host = urllib.parse.urlsplit(account_url or "").hostname or ""
-    parts = host.split(".")
-    return parts[1] if len(parts) >= 5 and host.endswith(".batch.azure.com") else None
-
-
-def _check_collection(result: Any) -> None:
-    """Raise SubmitError for tasks the service refused (TaskExists is an adoption, not an error)."""
-    refused = []
-    for item in result.get("value") or []:
-        error = item.get("error") or {}
-        if item.get("status") == "success" or error.get("code") == "TaskExists":
-            continue
-        message = error.get("message") or {}
-        text = message.get("value") if isinstance(message, Mapping) else message
-        refused.append(f"{item.get('taskId')}: {item.get('status')} {error.get('code') or ''} "
-                       f"{' '.join(str(text or '').split())}".strip())
-    if refused:
-        raise SubmitError(f"Azure refused {len(refused)} task(s): " + "; ".join(refused[:3]))
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(getattr(exc, "message", None) or exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 __all__ = ["AzureBatchBackend", "classify", "parse_id"]

@@ -23,9 +23,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from runner.backends.azure_records import message
 from runner.backends.base import Submission
-from runner.errors import BackendError
+from runner.errors import BackendError, SubmitError
 from runner.spec.model import JobSpec, SpecModel
+
+log = logging.getLogger("runner.backends.azure")
 
 
 class AzureImageReference(SpecModel):
@@ -203,6 +206,23 @@ def task_options(sub: Submission) -> Any:
 # ---------------------------------------------------------------------------- runner init azure
 
 
+def ensure_job(client: Any, url: str, job_id: str, spec: JobSpec, capacity: str) -> None:
+    """Create the Azure job of a runner job on its pool, unless it exists; a missing pool is a SubmitError."""
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+    pool_id = pool_for(spec, capacity)
+    try:
+        client.get_pool(pool_id, select=["id", "state"])
+    except ResourceNotFoundError:
+        raise SubmitError(f"pool {pool_id} does not exist at {url}: create it with "
+                          "`runner init azure --spec <job spec>`") from None
+    try:
+        client.create_job(job_options(job_id, spec, capacity))
+        log.info("created Azure job %s on pool %s", job_for(job_id, capacity), pool_id)
+    except ResourceExistsError:
+        pass
+
+
 def ensure_pool(spec: JobSpec, echo: Callable[[str], None], client: Any | None = None) -> bool:
     """Create the spec's pools unless they exist: low-priority nodes for spot attempts, and dedicated
     nodes when the spec's capacity policy may run attempts on demand; True if one was created."""
@@ -242,7 +262,7 @@ def _ensure_one_pool(spec: JobSpec, capacity: str, client: Any, echo: Callable[[
                 return True
     except AzureError as exc:
         raise BackendError(f"cannot create or read pool {wanted.id} at {azure.account_url}: "
-                           f"{_one_line(exc)}; check azure.account_url and the Batch credentials") from exc
+                           f"{message(exc)}; check azure.account_url and the Batch credentials") from exc
     _describe_existing(pool, spec, echo)
     return False
 
@@ -260,9 +280,4 @@ def _describe_existing(pool: Any, spec: JobSpec, echo: Callable[[str], None]) ->
         echo(f"note: pool {pool.get('id')} does not prefetch {spec.image}; each node pulls it on first use")
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(getattr(exc, "message", None) or exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-__all__ = ["azure_id", "ensure_pool", "job_options", "make_client", "pool_options", "task_options"]
+__all__ = ["azure_id", "ensure_job", "ensure_pool", "job_options", "make_client", "pool_options", "task_options"]

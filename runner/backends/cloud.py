@@ -18,13 +18,19 @@ and this base does the rest the same way for every cloud: ids grouped and batche
 (:func:`exit_state`), and the one translation of SDK errors (:mod:`runner.backends.transient`):
 a connection, DNS, timeout, 5xx or throttling failure is :class:`BackendUnavailable`, which the
 watcher waits out without charging anything; a request the service refuses is a
-:class:`SubmitError`, one line, the attempt failed at once.
+:class:`SubmitError`, one line, the attempt failed at once. :func:`follow_lines` is the loop of
+every cloud's ``logs`` (read what is new, again every 2 s while following).
+
+Each cloud keeps three modules: ``<cloud>_batch.py`` (its calls, on this skeleton),
+``<cloud>_records.py`` (its ids and what its records mean: pure functions, tested from plain
+data) and ``<cloud>_setup.py`` (its settings, its requests and the resources ``runner init`` makes).
 """
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from runner import contract
@@ -42,6 +48,17 @@ def exit_state(exit_code: int | None) -> AttemptState | None:
 
 EXIT_REASONS = {AttemptState.PREEMPTED: "exit 75: stopped after a preemption notice",
                 AttemptState.HALTED: "exit 76: stopped after runner halt"}
+
+
+def follow_lines(read: Callable[[], tuple[list[str], bool]], follow: bool, every_s: float = 2.0) -> Iterator[str]:
+    """Yield the new lines ``read`` returns, with whether their source has ended; with ``follow``, ask
+    again every ``every_s`` until it has ended, else once. The clouds' ``logs`` readers run on it."""
+    while True:
+        lines, ended = read()
+        yield from lines
+        if ended or not follow:
+            return
+        time.sleep(every_s)
 
 
 class CloudBatchBackend(Backend):
@@ -150,4 +167,4 @@ class CloudBatchBackend(Backend):
             raise translate(exc, f"cannot look {sub.key} up", self.explain, rejected=BackendError) from exc
 
 
-__all__ = ["EXIT_REASONS", "CloudBatchBackend", "exit_state"]
+__all__ = ["EXIT_REASONS", "CloudBatchBackend", "exit_state", "follow_lines"]

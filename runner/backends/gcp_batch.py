@@ -13,16 +13,16 @@ reason. Only when GCP's retries are spent does the job end FAILED with exit 5000
 attempt is PREEMPTED and the watcher starts the next one on the same checkpoint URI, charged once
 to the preemption budget. Exit 76 (``runner halt``) is not retried in place: HALTED.
 
-:func:`classify` maps a Job plus its Tasks onto an AttemptStatus, purely. GCP Batch has no
-batch-get: a poll makes one ``get_job`` per job (array children share one), plus ``list_tasks``
-when the tasks matter. The client is ``google.cloud.batch_v1.BatchServiceClient``, imported here
-only; with ``RUNNER_GCP_BATCH_ENDPOINT`` set it talks REST to that endpoint with anonymous
-credentials (the test stand-in), else it uses the default endpoint and credential chain.
+:func:`classify` (:mod:`runner.backends.gcp_records`) maps a Job plus its Tasks onto an
+AttemptStatus, purely. GCP Batch has no batch-get: a poll makes one ``get_job`` per job (array
+children share one), plus ``list_tasks`` when the tasks matter. The client is
+``google.cloud.batch_v1.BatchServiceClient``, imported here only; with
+``RUNNER_GCP_BATCH_ENDPOINT`` set it talks REST to that endpoint with anonymous credentials (the
+test stand-in), else it uses the default endpoint and credential chain.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -30,17 +30,14 @@ from typing import Any
 from urllib.parse import quote
 
 from runner.backends.base import Submission
-from runner.backends.cloud import EXIT_REASONS, CloudBatchBackend, exit_state
+from runner.backends.cloud import CloudBatchBackend
+from runner.backends.gcp_records import classify, stamp
 from runner.backends.gcp_setup import (
-    _EXIT_IN_TEXT,
     _GCP_BUNDLED_GPU,
-    EXIT_SPOT_PREEMPTION,
     GROUP,
     KEY_VARIABLE,
     LABEL_JOB,
     LABEL_KEY,
-    RESERVED_EXITS,
-    RETRY_EXIT_CODES,
     GcpSettings,
     build_job,
     gcp_settings,
@@ -59,133 +56,6 @@ log = logging.getLogger("runner.backends.gcp_batch")
 ENDPOINT_ENV = "RUNNER_GCP_BATCH_ENDPOINT"
 CALL_DEADLINE_S = 8.0       # the client's own retries of one call, all told
 REQUEST_TIMEOUT_S = 30.0    # one request
-
-
-def classify(job: Any, tasks: Sequence[Any] = (), task_index: int | None = None) -> AttemptStatus:
-    """Map a ``batch_v1.Job`` and its ``Task`` list onto an AttemptStatus.
-
-    For a single-task job the job's state decides (a task GCP is about to retry may show FAILED
-    inside a RUNNING job); ``task_index`` asks about one child of an array job instead.
-    """
-    from google.cloud import batch_v1
-
-    J = batch_v1.JobStatus.State
-    state = J(job.status.state)
-    task = _task(tasks, task_index)
-    events = list(job.status.status_events) + (list(task.status.status_events) if task is not None else [])
-    retried = _retries(task)
-    started, ended = _started(events), _time(job.update_time) if state in (J.SUCCEEDED, J.FAILED,
-                                                                            J.CANCELLED) else None
-    if task_index is not None and task is not None:  # one child of an array job
-        T = batch_v1.TaskStatus.State
-        tstate, task_events = T(task.status.state), task.status.status_events
-        if tstate is T.SUCCEEDED:
-            return AttemptStatus(AttemptState.SUCCEEDED, "task SUCCEEDED" + _retried(retried), 0, started,
-                                 _last_time(task_events))
-        if state is J.CANCELLED:
-            return AttemptStatus(AttemptState.CANCELLED, "job CANCELLED", None, started, ended)
-        if tstate is T.FAILED and (state is J.FAILED or not _will_retry(job, task)):
-            return _failed(task_events, started, _last_time(task_events))
-        if state is J.FAILED:
-            return AttemptStatus(AttemptState.FAILED, f"job FAILED before task {task_index} ran (task "
-                                                      f"{tstate.name})", None, started, ended)
-        if tstate is T.RUNNING:
-            return AttemptStatus(AttemptState.RUNNING, "task RUNNING" + _retried(retried), None, started)
-        return AttemptStatus(AttemptState.PENDING, f"task {tstate.name}" + _retried(retried))
-    if state in (J.QUEUED, J.SCHEDULED):
-        return AttemptStatus(AttemptState.PENDING, f"job {state.name}" + _retried(retried))
-    if state in (J.RUNNING, J.CANCELLATION_IN_PROGRESS, J.DELETION_IN_PROGRESS):
-        return AttemptStatus(AttemptState.RUNNING, f"job {state.name}" + _retried(retried), None, started)
-    if state is J.SUCCEEDED:
-        return AttemptStatus(AttemptState.SUCCEEDED, "job SUCCEEDED" + _retried(retried), 0, started, ended)
-    if state is J.CANCELLED:
-        return AttemptStatus(AttemptState.CANCELLED, "job CANCELLED", None, started, ended)
-    if state is J.FAILED:
-        return _failed(events, started, ended)
-    return AttemptStatus(AttemptState.UNKNOWN, f"job state {state.name}")
-
-
-def _failed(events: Sequence[Any], started: float | None, ended: float | None) -> AttemptStatus:
-    """Classify an ended failure by its last exit code and the event that tells it."""
-    code, text = None, ""
-    for event in events:
-        found = _exit_code(event)
-        if found is not None:
-            code, text = found, event.description
-    if code is None:
-        text = next((e.description for e in reversed(events) if e.description), "job FAILED")
-    text = " ".join(text.split())
-    if code == EXIT_SPOT_PREEMPTION or "Spot Preemption" in text:
-        return AttemptStatus(AttemptState.PREEMPTED, text, code or EXIT_SPOT_PREEMPTION, started, ended)
-    if exit_state(code) in EXIT_REASONS:
-        state = exit_state(code)
-        assert state is not None
-        return AttemptStatus(state, f"{EXIT_REASONS[state]} ({text})", code, started, ended)
-    if code in RESERVED_EXITS:
-        return AttemptStatus(AttemptState.FAILED, f"{RESERVED_EXITS[code]}: {text}", code, started, ended)
-    return AttemptStatus(AttemptState.FAILED, text or f"exit {code}", code, started, ended)
-
-
-def _exit_code(event: Any) -> int | None:
-    """Return the exit code an event reports (its task_execution, else its text), or None."""
-    if "task_execution" in event:
-        return int(event.task_execution.exit_code)
-    m = _EXIT_IN_TEXT.search(event.description or "")
-    return int(m.group(1)) if m else None
-
-
-def _task(tasks: Sequence[Any], index: int | None) -> Any:
-    if not tasks:
-        return None
-    if index is None:
-        return tasks[0]
-    for task in tasks:
-        if task.name.rsplit("/", 1)[-1] == str(index):
-            return task
-    return None
-
-
-def _retries(task: Any) -> int:
-    """Return how many times GCP restarted the task in place (FAILED events before the last state)."""
-    if task is None:
-        return 0
-    failures = [e for e in task.status.status_events if "to FAILED" in e.description]
-    from google.cloud import batch_v1
-
-    ended_failed = batch_v1.TaskStatus.State(task.status.state) is batch_v1.TaskStatus.State.FAILED
-    return max(0, len(failures) - (1 if ended_failed else 0))
-
-
-def _retried(count: int) -> str:
-    return f" (GCP retried it in place after {count} failure{'s' * (count != 1)})" if count else ""
-
-
-def _will_retry(job: Any, task: Any) -> bool:
-    """Return True when GCP will run a FAILED task of a running job again (its policy and budget)."""
-    codes = [c for e in task.status.status_events if (c := _exit_code(e)) is not None]
-    if not codes or codes[-1] not in RETRY_EXIT_CODES:
-        return False
-    budget = job.task_groups[0].task_spec.max_retry_count if job.task_groups else 0
-    return len(codes) <= budget
-
-
-def _started(events: Sequence[Any]) -> float | None:
-    times = [_time(e.event_time) for e in events if "to RUNNING" in e.description]
-    return next((t for t in times if t), None)
-
-
-def _last_time(events: Sequence[Any]) -> float | None:
-    return _time(events[-1].event_time) if events else None
-
-
-def _time(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        stamp = float(value.timestamp())
-    except (AttributeError, ValueError, OSError):
-        return None
-    return stamp if stamp > 0 else None
 
 
 class GcpBatchBackend(CloudBatchBackend):
@@ -330,12 +200,12 @@ class GcpBatchBackend(CloudBatchBackend):
         yield (f"task output is in Cloud Logging: https://console.cloud.google.com/logs/query;"
                f"query={query}?project={project}")
         for event in job.status.status_events:
-            yield f"{_stamp(event.event_time)} job: {event.description}"
+            yield f"{stamp(event.event_time)} job: {event.description}"
         for task in tasks:
             if index is not None and task.name.rsplit("/", 1)[-1] != str(index):
                 continue
             for event in task.status.status_events:
-                yield f"{_stamp(event.event_time)} task {task.name.rsplit('/', 1)[-1]}: {event.description}"
+                yield f"{stamp(event.event_time)} task {task.name.rsplit('/', 1)[-1]}: {event.description}"
 
     def close(self) -> None:
         transport = getattr(self.client, "transport", None)
@@ -358,13 +228,6 @@ def _make_client(batch_v1: Any, endpoint: str | None) -> Any:
         raise BackendError(one_line(f"cannot create the Google Cloud Batch client: {exc}; run "
                                     "`gcloud auth application-default login` or set "
                                     "GOOGLE_APPLICATION_CREDENTIALS")) from exc
-
-
-def _stamp(value: Any) -> str:
-    t = _time(value)
-    if t is None:
-        return "-"
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 __all__ = ["GcpBatchBackend", "GcpSettings", "classify"]
