@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,17 +33,20 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
-from docker.types import DeviceRequest
 from pydantic import Field, field_validator
 from requests.exceptions import RequestException
 
 from runner.backends.base import Backend, Submission
 from runner.backends.local_container import (
-    _size,
+    LABEL_ATTEMPT,
+    LABEL_INDEX,
+    LABEL_JOB,
+    LABEL_KEY,
+    LABEL_MANAGED,
     check_data_folder,
     classify,
     container_user,
-    mounts,
+    run_options,
 )
 from runner.cost.table import DEFAULT_REGIONS, PriceError, PriceTable, parse_machine
 from runner.errors import (
@@ -60,13 +62,7 @@ from runner.states import AttemptState, AttemptStatus
 log = logging.getLogger("runner.backends.local")
 
 NAME_PREFIX = "spot-runner-"
-LABEL_MANAGED = "spot-runner.managed"
-LABEL_JOB = "spot-runner.job"
-LABEL_KEY = "spot-runner.key"
-LABEL_ATTEMPT = "spot-runner.attempt"
-LABEL_INDEX = "spot-runner.index"
 STOP_TIMEOUT = 10
-HOST_GATEWAY = {"host.docker.internal": "host-gateway"}
 _ENGINE_ERRORS = (DockerException, RequestException, OSError)
 
 
@@ -216,49 +212,9 @@ class LocalBackend(Backend):
 
     def _run_options(self, sub: Submission, image_user: str = "") -> dict[str, Any]:
         """Return the keyword arguments for ``containers.create`` (``image_user``: the image's USER)."""
-        spec, res = sub.spec, sub.spec.resources
-        env = dict(sub.env)
-        options: dict[str, Any] = {
-            "command": list(spec.args) or None,
-            "labels": {LABEL_MANAGED: "1", LABEL_JOB: sub.job_id, LABEL_KEY: sub.key,
-                       LABEL_ATTEMPT: str(sub.attempt), LABEL_INDEX: str(sub.array_index)},
-            "detach": True,
-        }
-        if spec.command:
-            options["entrypoint"] = list(spec.command)
-        if self.simulator_url:
-            env["RUNNER_METADATA_URL"] = f"{self.simulator_url}/ns/{sub.key}"
-            options["extra_hosts"] = dict(HOST_GATEWAY)
-        host = self._host_info()
-        cpus, memory = res.cpus, res.memory_bytes
-        if host["cpus"] and cpus > host["cpus"]:
-            self._warn_once("cpus", f"{res.cpus:g} CPUs asked but the engine's host has {host['cpus']}; "
-                                    f"capping to {host['cpus']}")
-            cpus = host["cpus"]
-        if host["memory"] and memory > host["memory"]:
-            self._warn_once("memory", f"{res.memory} of memory asked but the engine's host has "
-                                      f"{_size(host['memory'])}; capping to that")
-            memory = host["memory"]
-        # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default is too small.
-        options.update(nano_cpus=int(cpus * 1e9), mem_limit=memory, memswap_limit=memory,
-                       shm_size=max(64 << 20, memory // 2))
-        if res.gpus:
-            if "nvidia" in host["runtimes"]:
-                options["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
-            else:
-                self._warn_once("gpus", f"{res.gpus} GPU(s) asked but the engine has no nvidia runtime; "
-                                        "running on CPU (install nvidia-container-toolkit for GPUs)")
-        volumes, changed = mounts(sub, image_user, self._warn_once)
-        env.update(changed)
-        if volumes:
-            options["volumes"] = volumes
-        if os.geteuid() != 0:  # run as the invoking user: the files it writes stay theirs
-            options["user"] = f"{os.geteuid()}:{os.getegid()}"
-        options["environment"] = env
-        local = self.settings(spec)
-        if isinstance(local, LocalSettings) and local.network:
-            options["network"] = local.network
-        return options
+        local = self.settings(sub.spec)
+        return run_options(sub, self._host_info(), image_user, self._warn_once, simulator_url=self.simulator_url,
+                           network=local.network if isinstance(local, LocalSettings) else None)
 
     def _host_info(self) -> dict[str, Any]:
         """Return the engine host's CPUs, memory and runtimes (asked once)."""
@@ -497,4 +453,5 @@ def _unreachable(exc: BaseException) -> str:
     return one_line(f"cannot reach the Docker engine ({exc}): start dockerd or set DOCKER_HOST")
 
 
-__all__ = ["LocalBackend", "LocalSettings", "check_data_folder", "classify"]
+__all__ = ["LABEL_ATTEMPT", "LABEL_INDEX", "LABEL_JOB", "LABEL_KEY", "LABEL_MANAGED", "LocalBackend", "LocalSettings",
+           "check_data_folder", "classify"]

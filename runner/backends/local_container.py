@@ -1,4 +1,7 @@
-"""A local attempt's container, read and prepared: its state as an AttemptStatus, its mounts' permissions.
+"""A local attempt's container, read and prepared: its state as an AttemptStatus, its options, its mounts.
+
+:func:`run_options` builds the ``containers.create`` arguments of an attempt (labels, limits
+capped to the engine's host, GPUs, mounts, user, network).
 
 :func:`classify` maps a ``docker inspect`` State (plus the runner's own markers: the engine cannot
 tell a preemption from any other SIGKILL) onto an :class:`AttemptStatus`, purely.
@@ -23,6 +26,12 @@ from runner.errors import SubmitError, one_line
 from runner.states import AttemptState, AttemptStatus
 
 EXIT_SIGKILL = 128 + signal.SIGKILL
+LABEL_MANAGED = "spot-runner.managed"
+LABEL_JOB = "spot-runner.job"
+LABEL_KEY = "spot-runner.key"
+LABEL_ATTEMPT = "spot-runner.attempt"
+LABEL_INDEX = "spot-runner.index"
+HOST_GATEWAY = {"host.docker.internal": "host-gateway"}
 _ZERO_TIME = "0001-01-01"
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
@@ -71,6 +80,54 @@ def classify(state: dict[str, Any], preempted: bool = False, cancelled: bool = F
         limit = f"limit {_size(memory_limit)}" if memory_limit else "no limit set"
         return status_of(AttemptState.FAILED, f"out of memory ({limit})")
     return status_of(AttemptState.FAILED, f"exit {exit_code}{_signal_name(exit_code)}")
+
+
+def run_options(sub: Submission, host: dict[str, Any], image_user: str, warn: Callable[[str, str], None],
+                simulator_url: str | None = None, network: str | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``containers.create`` for ``sub``; ``host``: the engine host's
+    ``cpus``, ``memory`` and ``runtimes``; ``warn(topic, text)``: says once what was capped."""
+    from docker.types import DeviceRequest
+
+    spec, res = sub.spec, sub.spec.resources
+    env = dict(sub.env)
+    options: dict[str, Any] = {
+        "command": list(spec.args) or None,
+        "labels": {LABEL_MANAGED: "1", LABEL_JOB: sub.job_id, LABEL_KEY: sub.key,
+                   LABEL_ATTEMPT: str(sub.attempt), LABEL_INDEX: str(sub.array_index)},
+        "detach": True,
+    }
+    if spec.command:
+        options["entrypoint"] = list(spec.command)
+    if simulator_url:
+        env["RUNNER_METADATA_URL"] = f"{simulator_url}/ns/{sub.key}"
+        options["extra_hosts"] = dict(HOST_GATEWAY)
+    cpus, memory = res.cpus, res.memory_bytes
+    if host["cpus"] and cpus > host["cpus"]:
+        warn("cpus", f"{res.cpus:g} CPUs asked but the engine's host has {host['cpus']}; capping to {host['cpus']}")
+        cpus = host["cpus"]
+    if host["memory"] and memory > host["memory"]:
+        warn("memory", f"{res.memory} of memory asked but the engine's host has {_size(host['memory'])}; "
+                       "capping to that")
+        memory = host["memory"]
+    # DataLoader workers pass batches through /dev/shm; Docker's 64 MB default is too small.
+    options.update(nano_cpus=int(cpus * 1e9), mem_limit=memory, memswap_limit=memory,
+                   shm_size=max(64 << 20, memory // 2))
+    if res.gpus:
+        if "nvidia" in host["runtimes"]:
+            options["device_requests"] = [DeviceRequest(count=res.gpus, capabilities=[["gpu"]])]
+        else:
+            warn("gpus", f"{res.gpus} GPU(s) asked but the engine has no nvidia runtime; "
+                         "running on CPU (install nvidia-container-toolkit for GPUs)")
+    volumes, changed = mounts(sub, image_user, warn)
+    env.update(changed)
+    if volumes:
+        options["volumes"] = volumes
+    if os.geteuid() != 0:  # run as the invoking user: the files it writes stay theirs
+        options["user"] = f"{os.geteuid()}:{os.getegid()}"
+    options["environment"] = env
+    if network:
+        options["network"] = network
+    return options
 
 
 def mounts(sub: Submission, image_user: str, warn: Callable[[str, str], None]) -> tuple[dict[str, Any], dict[str, str]]:
