@@ -10,6 +10,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -235,7 +236,7 @@ def test_a_long_history_is_capped_in_the_timeline_but_complete_in_the_table(tmp_
     from runner import report
 
     job_id = make_job(tmp_path, attempts=ATTEMPTS)
-    monkeypatch.setattr(report, "MAX_LANES", 2)
+    monkeypatch.setattr("runner.report.data.MAX_LANES", 2)
     monkeypatch.setenv("RUNNER_HOME", str(tmp_path))
     with Ledger(tmp_path / "ledger.db") as ledger:
         data = report.load_job(ledger, job_id)
@@ -254,7 +255,7 @@ def test_a_running_job_with_a_failure_and_an_attempt_not_started_yet(tmp_path: P
                            "checkpoint": {"uri": f"file://{tmp_path / 'ckpt'}"}})  # no price: money is "-"
     with Ledger(tmp_path / "ledger.db") as ledger:
         job_id = ledger.create_job(spec)
-        now = report.dt.datetime.now().timestamp()
+        now = time.time()
         failed = ledger.reserve_attempt(job_id, 0)
         ledger.update_attempt(failed.id, AttemptStatus(AttemptState.FAILED, "exit 1: boom", 1, now - 100, now - 60))
         running = ledger.reserve_attempt(job_id, 0)
