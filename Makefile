@@ -83,13 +83,13 @@ endef
 # RUNNER_REQUIRE_DOCKER=1: a test marked `docker` fails instead of skipping when the engine
 # or an image is missing.
 # tests/unit in 4 processes (pytest-xdist: they wait on subprocesses and windows more than on CPU),
-# then the rest in one (engine, emulators, Slurm: shared by the tests, so one at a time). Both
-# parts run; the target fails if either did.
+# then the rest in one (engine, emulators, Slurm: shared by the tests, so one at a time), printing
+# its 25 slowest tests (where CI's time goes). Both parts run; the target fails if either did.
 UNIT_JOBS ?= 4
 test: export RUNNER_REQUIRE_DOCKER = 1
 test: dev image emulators
 	@rc=0; ( $(call run_pytest,tests/unit -n $(UNIT_JOBS)) ) || rc=1; \
-	( $(call run_pytest,tests --ignore=tests/unit) ) || rc=1; \
+	( $(call run_pytest,tests --ignore=tests/unit --durations=25) ) || rc=1; \
 	exit $$rc
 
 test-unit: dev
