@@ -110,14 +110,15 @@ class AwsBatchBackend(CloudBatchBackend):
 
     def client(self, service: str = "batch", region: str | None = None, retries: bool = True) -> Any:
         """Return (and keep) a boto3 client for ``service`` in ``region``; ``retries=False``: one try a call."""
-        from botocore.config import Config
-
         region = region or self.default_region
         with self._lock:
             key = (service if retries else f"{service}-once", region)
             if key not in self._clients:
-                config = self._config if retries else self._config.merge(
-                    Config(retries={"mode": "standard", "total_max_attempts": 1}))
+                config = self._config
+                if not retries:
+                    from botocore.config import Config
+
+                    config = config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
                 kwargs: dict[str, Any] = {"region_name": region, "config": config}
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
@@ -250,9 +251,10 @@ class AwsBatchBackend(CloudBatchBackend):
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the attempt's CloudWatch log lines (follow them while the job runs)."""
         region, target = self.split_id(backend_id)
-        token: list[str | None] = [None]
+        token: str | None = None
 
         def read() -> tuple[list[str], bool]:
+            nonlocal token
             try:
                 jobs = self.client("batch", region).describe_jobs(jobs=[target]).get("jobs", [])
             except Exception as exc:
@@ -267,7 +269,7 @@ class AwsBatchBackend(CloudBatchBackend):
                         if ended or not follow else []), ended
             lines: list[str] = []
             while True:  # every page written so far
-                token[0], page = self._log_page(region, group, stream, token[0])
+                token, page = self._log_page(region, group, stream, token)
                 if not page:
                     return lines, ended
                 lines += page

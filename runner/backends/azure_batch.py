@@ -192,33 +192,36 @@ class AzureBatchBackend(CloudBatchBackend):
 
     def logs(self, backend_id: str, follow: bool = False) -> Iterator[str]:
         """Yield the task's stdout.txt then stderr.txt lines; with ``follow``, stdout as it grows."""
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
-
         url, job, task_id = parse_id(backend_id)
         client = self.client(url)
         for name in ("stdout.txt", "stderr.txt"):
-            tail = follow and name == "stdout.txt"
-            at = {"offset": 0, "pending": b"", "told": False}
+            yield from self._task_file(client, job, task_id, name, tail=follow and name == "stdout.txt")
 
-            def read(name: str = name, tail: bool = tail, at: dict[str, Any] = at) -> tuple[list[str], bool]:
-                lines: list[str] = []
-                try:
-                    data = b"".join(client.download_task_file(job, task_id, name, ocp_range=f"bytes={at['offset']}-"))
-                    at["offset"] += len(data)
-                    *done, at["pending"] = (at["pending"] + data).split(b"\n")
-                    lines = [line.decode("utf-8", "replace").rstrip("\r") for line in done]
-                except ResourceNotFoundError:
-                    if name == "stdout.txt" and not at["told"]:
-                        lines, at["told"] = [f"(no {name} for task {task_id} yet: Azure keeps task files on the "
-                                             "node while it lives; the task may not have started, or its node "
-                                             "is gone)"], True
-                except AzureError as exc:
-                    raise BackendError(f"cannot read {name} of Azure task {task_id}: {message(exc)}") from exc
-                return lines, not tail or self._completed(client, job, task_id)
+    def _task_file(self, client: Any, job: str, task_id: str, name: str, tail: bool) -> Iterator[str]:
+        """Yield one task file's lines; with ``tail``, what it gains until the task completes."""
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-            yield from follow_lines(read, tail)
-            if at["pending"]:
-                yield at["pending"].decode("utf-8", "replace").rstrip("\r")
+        offset, pending, told = 0, b"", False
+
+        def read() -> tuple[list[str], bool]:
+            nonlocal offset, pending, told
+            lines: list[str] = []
+            try:
+                data = b"".join(client.download_task_file(job, task_id, name, ocp_range=f"bytes={offset}-"))
+                offset += len(data)
+                *done, pending = (pending + data).split(b"\n")
+                lines = [line.decode("utf-8", "replace").rstrip("\r") for line in done]
+            except ResourceNotFoundError:
+                if name == "stdout.txt" and not told:
+                    lines, told = [f"(no {name} for task {task_id} yet: Azure keeps task files on the node while "
+                                   "it lives; the task may not have started, or its node is gone)"], True
+            except AzureError as exc:
+                raise BackendError(f"cannot read {name} of Azure task {task_id}: {message(exc)}") from exc
+            return lines, not tail or self._completed(client, job, task_id)
+
+        yield from follow_lines(read, tail)
+        if pending:
+            yield pending.decode("utf-8", "replace").rstrip("\r")
 
     def _completed(self, client: Any, job: str, task_id: str) -> bool:
         from azure.core.exceptions import AzureError

@@ -54,9 +54,9 @@ def classify(task: Mapping[str, Any], node_state: str | None = None,
             return status(AttemptState.CANCELLED, "terminated (TaskEnded)")
         if failure:
             what = f"{failure.get('category') or 'error'} {failure.get('code') or ''}".strip()
-            message = " ".join(str(failure.get("message") or "").split())
+            text = " ".join(str(failure.get("message") or "").split())
             tail = f" (exit {exit_code})" if exit_code is not None else ""
-            return status(AttemptState.FAILED, f"{what}: {message}{tail}" if message else what + tail)
+            return status(AttemptState.FAILED, f"{what}: {text}{tail}" if text else what + tail)
         return status(AttemptState.FAILED, f"exit {exit_code}" if exit_code is not None else "completed, no exit code")
     if node_state == "preempted" and state in ("running", "preparing", "active") and node:
         return status(AttemptState.PREEMPTED, f"node {node} was preempted (task {state})")
