@@ -83,6 +83,12 @@ class _Wrapper:
         self._last_warning = 0.0
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:  # the notice file means something only while the child runs: none is left in /tmp
+            self._clear_stale(str(self.opts.notice_file), "")
+
+    def _run(self) -> int:
         previous = read_progress(self.store) or {}
         attempts = previous.get("attempts")
         if isinstance(attempts, dict):

@@ -42,7 +42,9 @@ def wrapper(tmp: Path, *child_args: str, signal_name: str = "SIGTERM", attempt: 
             extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     env.update(RUNNER_CHECKPOINT_URI=f"file://{tmp / 'store'}", RUNNER_NOTICE="none", RUNNER_ATTEMPT=str(attempt),
-               RUNNER_HALT_FILE=str(tmp / "halt.txt"), PYTHONPATH=str(ROOT), RUNNER_SYNC_DIR=str(tmp / f"work{attempt}"))
+               RUNNER_HALT_FILE=str(tmp / "halt.txt"), PYTHONPATH=str(ROOT), RUNNER_SYNC_DIR=str(tmp / f"work{attempt}"),
+               TMPDIR=str(tmp / "tmpdir"))  # where the default notice file goes
+    (tmp / "tmpdir").mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "runner.exec", "--signal", signal_name, "--settle", "0.2",
                              *extra, "--", sys.executable, "-c", CHILD, *child_args],
                             cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,8 +74,9 @@ def test_halt_file_notice_becomes_the_configured_signal_and_exit_75(tmp_path):
     (tmp_path / "halt.txt").touch()
     code, out, err = finish(proc)
     assert code == 75, err
-    assert "notice SIGUSR1 halt-file None" in out
+    assert "notice SIGUSR1 halt-file None" in out  # the child read the notice file
     assert not (tmp_path / "halt.txt").exists()
+    assert not list((tmp_path / "tmpdir").iterdir())  # and the wrapper removed it: nothing left in /tmp
     count = int((tmp_path / "work1" / "count.txt").read_text())
     code, out, _ = finish(wrapper(tmp_path, "SIGUSR1", "0", "0", "0", attempt=2))
     assert f"start {count}" in out  # the folder as the child left it was committed
