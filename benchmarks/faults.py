@@ -1,12 +1,16 @@
 """The fault table: inject faults into checkpointing, stores, notices and the control plane; count losses.
 
     python benchmarks/faults.py [--quick] [--only CASE] [--skip CASE] [--seeds N | --seed S ...] [--markdown]
+                                [--save DIR] [--load DIR ...]
 
 Runs every registered fault case once per seed (the ``--seed`` values given and ``--seeds N``
 random ones; 3 random seeds when none is given; each seed's table is printed as it ends) and prints the table over all
 seeds: per case the trials and losses summed, and the spread of what it timed: the longest
 single store call, the longest commit (each seed's longest, as min-max over the seeds), and how
-many commits finished inside a 30 s notice window. A loss is work the runner lost or could
+many commits finished inside a 30 s notice window. ``--save DIR`` writes each seed's rows to
+``DIR/seed-<seed>.json`` as it ends; ``--load DIR`` adds the seeds saved there to the table
+(with no ``--seed``/``--seeds``, nothing new runs), so a table over many seeds can be built
+over several sittings. A loss is work the runner lost or could
 have lost: the next load is not the newest committed step, a corrupt or half-committed step is
 returned, or an error escaped as a traceback instead of one clear line. Exits 1 if any case lost
 anything (or failed to run), 0 otherwise. ``--quick`` is the CI-sized subset
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import platform
 import random
@@ -225,6 +230,35 @@ def run_seed(seed: int, groups: list[tuple[str, str]], quick: bool, workdir: Pat
     return rows
 
 
+def save_seed(folder: Path, seed: int, rows: list[Row], quick: bool, groups: list[str], seconds: float) -> Path:
+    """Write one seed's rows to ``folder/seed-<seed>[-quick].json`` (atomically) and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"seed-{seed}{'-quick' if quick else ''}.json"
+    doc = {"seed": seed, "quick": quick, "groups": groups, "seconds": round(seconds),
+           "finished": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "host": f"{platform.machine()}, {_cpus()} CPUs",
+           "rows": [row._asdict() for row in rows]}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_seeds(folder: Path, quick: bool) -> list[dict[str, Any]]:
+    """Return the seeds saved in ``folder`` of the same size (full or quick), oldest first."""
+    if not folder.is_dir():
+        raise SystemExit(f"--load {folder}: no such folder (write one with --save {folder})")
+    docs = []
+    for path in sorted(folder.glob("seed-*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            doc["rows"] = [Row(**r) for r in doc["rows"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--load {path}: not a saved seed ({exc}); remove it or run that seed again") from None
+        if bool(doc.get("quick")) == quick:
+            docs.append(doc)
+    return sorted(docs, key=lambda d: d.get("finished", ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the CI-sized subset")
@@ -237,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None,
                         help="how many random seeds, besides any --seed (default: 3 when no --seed is given)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--save", type=Path, help="write each seed's rows to DIR/seed-<seed>.json as it ends")
+    parser.add_argument("--load", type=Path, action="append", default=[],
+                        help="add the seeds saved in DIR to the table (repeatable); alone, runs nothing new")
     parser.add_argument("--allow-unavailable", action="store_true",
                         help="a case this machine cannot run does not fail the run")
     args = parser.parse_args(argv)
@@ -245,12 +282,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not groups:
         parser.error(f"--only {args.only} / --skip {args.skip} leave no group: use some of "
                      f"{', '.join(n for n, _ in REGISTRY)}")
-    random_seeds = args.seeds if args.seeds is not None else (0 if args.seed else 3)
-    if random_seeds < 0 or random_seeds + len(args.seed) < 1:
-        parser.error("--seeds must be at least 1 when no --seed is given")
+    random_seeds = args.seeds if args.seeds is not None else (0 if args.seed or args.load else 3)
+    if random_seeds < 0 or random_seeds + len(args.seed) + len(args.load) < 1:
+        parser.error("--seeds must be at least 1 when no --seed or --load is given")
     seeds = [*args.seed, *(random.SystemRandom().randrange(1 << 30) for _ in range(random_seeds))]
     started = time.monotonic()
     tables: list[list[Row]] = []
+    loaded = [doc for folder in args.load for doc in load_seeds(folder, args.quick)]
+    for doc in loaded:
+        print(f"-- seed {doc['seed']}: loaded ({doc.get('finished', '?')}, {doc.get('seconds', '?')} s, "
+              f"groups {', '.join(doc.get('groups', []))})", file=sys.stderr, flush=True)
+        tables.append(doc["rows"])
     quiet = logging.getLogger("runner")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the cases' expected warnings are not news
@@ -260,13 +302,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 t0 = time.monotonic()
                 rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
                 tables.append(rows)
+                if args.save:
+                    saved = save_seed(args.save, seed, rows, args.quick, [n for n, _ in groups], time.monotonic() - t0)
+                    print(f"-- seed {seed}: saved to {saved}", file=sys.stderr, flush=True)
                 print(f"\n-- seed {seed}: {sum(r.trials for r in rows)} trials, {sum(r.losses for r in rows)} "
                       f"losses, {time.monotonic() - t0:.0f} s\n{render(rows, False)}\n", file=sys.stderr, flush=True)
     finally:
         quiet.setLevel(level)
     totals = combine(tables)
     print(render(totals, args.markdown))
-    print(f"\n{'quick' if args.quick else 'full'} run, {len(seeds)} seed(s) {', '.join(map(str, seeds))}, "
+    all_seeds = [*(d["seed"] for d in loaded), *seeds]
+    print(f"\n{'quick' if args.quick else 'full'} run, {len(all_seeds)} seed(s) {', '.join(map(str, all_seeds))}"
+          + (f" ({len(loaded)} loaded, run {', '.join(sorted({d.get('finished', '?')[:10] for d in loaded}))})"
+             if loaded else "") + ", "
           f"{sum(t.trials for t in totals)} trials, {sum(t.losses for t in totals)} losses; "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node() or 'this machine'} ({platform.machine()}, "
           f"{_cpus()} CPUs), {time.monotonic() - started:.0f} s")
