@@ -3,7 +3,8 @@
 Ids carry their region, so a watcher with no settings can poll them: ``<region>/<jobId>`` for
 a job and ``<region>/<parentJobId>:<index>`` for an array child. The endpoint comes from boto3's
 own chain (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_BATCH`` point it at moto). The requests
-(job definition, submit, retry strategy) are built in :mod:`runner.backends.aws_setup`.
+(job definition, submit, retry strategy) are built in :mod:`runner.backends.aws_setup`; the paged
+reads (jobs by 100, array children, CloudWatch) are in :mod:`runner.backends.aws_reads`.
 
 Batch retries spot reclaims (``Host EC2*``) and exit 75 itself, a few times; past that the job
 FAILS with the reclaim's reason, :func:`classify` (:mod:`runner.backends.aws_records`, with the
@@ -23,18 +24,23 @@ CMD only); multi-node jobs on spot (Batch refuses them).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from runner.backends.aws_reads import (
+    describe_jobs,
+    list_children,
+    listing_pays,
+    log_page,
+)
 from runner.backends.aws_records import (
     CANCEL_REASON,
-    PROGRESSION,
     classify,
     field,
     log_stream,
+    one_array,
     parse_id,
 )
 from runner.backends.aws_setup import (
@@ -55,9 +61,7 @@ from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.aws_batch")
 
-DESCRIBE_BATCH = 100          # describe_jobs takes at most 100 ids
-LIST_PAGE = 1000              # list_jobs with jobStatus returns at most 1000 a page
-MAX_ARRAY = 10_000
+MAX_ARRAY = 10_000            # children of one array job
 
 
 class AwsBatchBackend(CloudBatchBackend):
@@ -135,7 +139,7 @@ class AwsBatchBackend(CloudBatchBackend):
         definition = self._definition(batch, region, first.spec, first.env)
         queue = queue_for(first.spec, first.capacity)
         self._queues.setdefault(region, set()).add(queue)
-        if len(subs) > 1 and self._uniform(subs):
+        if len(subs) > 1 and one_array(subs, MAX_ARRAY):
             parent = self._submit_once(region, first, submit_request(first, definition, array_size=len(subs)))
             return [f"{parent}:{i}" for i in range(len(subs))]
         return [self._submit_once(region, sub, submit_request(sub, definition)) for sub in subs]
@@ -153,14 +157,6 @@ class AwsBatchBackend(CloudBatchBackend):
         self._sent.add(sub.key)
         answer = self.client("batch", region, retries=False).submit_job(**request)
         return f"{region}/{field(answer, 'jobId', 'submit_job')}"
-
-    @staticmethod
-    def _uniform(subs: Sequence[Submission]) -> bool:
-        first = subs[0]
-        return (len(subs) <= MAX_ARRAY and [s.array_index for s in subs] == list(range(len(subs)))
-                and all(s.attempt == first.attempt and s.spec is first.spec for s in subs)
-                and all(s.checkpoint_uri == f"{first.checkpoint_uri.rsplit('/', 1)[0]}/{s.array_index}"
-                        for s in subs))
 
     def _definition(self, batch: Any, region: str, spec: JobSpec, env: dict[str, str]) -> str:
         """``name:revision`` of the spec's job definition (registered when missing), kept per region."""
@@ -183,12 +179,17 @@ class AwsBatchBackend(CloudBatchBackend):
         for member in members:
             if ":" in member:
                 arrays.setdefault(member.split(":", 1)[0], []).append(member)
-        listed = [p for p, kids in arrays.items() if self._list_children(p, len(kids))]
+        listed = [p for p, kids in arrays.items() if self._lists(p, len(kids))]
         wanted = [m for m in members if ":" not in m or m.split(":", 1)[0] not in listed] + listed
-        found = self._describe(batch, wanted)
+        found = describe_jobs(batch, wanted)
         for parent in listed:
-            found.update(self._children(batch, parent, found.get(parent)))
+            children, self._status_count[parent] = list_children(batch, parent, found.get(parent))
+            found.update(children)
         return found
+
+    def _lists(self, parent: str, children: int) -> bool:
+        """List ``parent``'s children per status (True) or describe them by 100 (False)?"""
+        return listing_pays(self._status_count.get(parent, 3), children)
 
     def classify_record(self, region: str, member: str, record: Any) -> AttemptStatus:
         return classify(record)
@@ -196,37 +197,6 @@ class AwsBatchBackend(CloudBatchBackend):
     def missing(self, region: str, member: str) -> AttemptStatus:
         return AttemptStatus(AttemptState.FAILED, f"AWS Batch does not know job {member} "
                                                   "(ended more than a day ago, or deleted)")
-
-    def _describe(self, batch: Any, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(job_ids), DESCRIBE_BATCH):
-            answer = batch.describe_jobs(jobs=job_ids[start:start + DESCRIBE_BATCH])
-            found.update({str(job["jobId"]): job for job in field(answer, "jobs", "describe_jobs")})
-        return found
-
-    def _list_children(self, parent: str, count: int) -> bool:
-        """Return True when listing the children per status costs fewer calls than describing them."""
-        statuses = self._status_count.get(parent, 3)
-        return 1 + statuses < math.ceil(count / DESCRIBE_BATCH)
-
-    def _children(self, batch: Any, parent: str, described: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-        """List the children of ``parent`` status by status, in the order jobs progress."""
-        summary = ((described or {}).get("arrayProperties") or {}).get("statusSummary") or {}
-        statuses = [s for s in PROGRESSION if not summary or summary.get(s)]
-        self._status_count[parent] = len(statuses)
-        children: dict[str, dict[str, Any]] = {}
-        for status in statuses:  # a child that moves on between two calls is seen twice: keep the later
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {"arrayJobId": parent, "jobStatus": status, "maxResults": LIST_PAGE}
-                if token:
-                    kwargs["nextToken"] = token
-                answer = batch.list_jobs(**kwargs)
-                children.update({str(j["jobId"]): j for j in field(answer, "jobSummaryList", "list_jobs")})
-                token = answer.get("nextToken")
-                if not token:
-                    break
-        return children
 
     def stop(self, backend_id: str) -> None:
         """Terminate the job (queued or running); a job that has ended is left as it is."""
@@ -269,25 +239,16 @@ class AwsBatchBackend(CloudBatchBackend):
                         if ended or not follow else []), ended
             lines: list[str] = []
             while True:  # every page written so far
-                token, page = self._log_page(region, group, stream, token)
+                try:
+                    token, page = log_page(self.client("logs", region), group, stream, token)
+                except Exception as exc:
+                    raise BackendError(f"cannot read the CloudWatch stream {group}/{stream}: "
+                                       f"{self.explain(exc)}") from exc
                 if not page:
                     return lines, ended
                 lines += page
 
         return follow_lines(read, follow)
-
-    def _log_page(self, region: str, group: str, stream: str, token: str | None) -> tuple[str | None, list[str]]:
-        logs = self.client("logs", region)
-        kwargs: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
-        if token:
-            kwargs["nextToken"] = token
-        try:
-            answer = logs.get_log_events(**kwargs)
-        except Exception as exc:
-            raise BackendError(f"cannot read the CloudWatch stream {group}/{stream}: {self.explain(exc)}") from exc
-        lines = [str(e.get("message", "")).rstrip("\n") for e in answer.get("events", [])]
-        following = answer.get("nextForwardToken")
-        return (following if following != token else token), lines
 
     def _region(self, spec: JobSpec) -> str:
         return aws_settings(spec).region or self.default_region

@@ -2,7 +2,8 @@
 
 :func:`classify` maps a ``describe_jobs`` job (or a ``list_jobs`` summary, a plain dict) onto an
 :class:`AttemptStatus`; :func:`parse_id` reads the runner's ``<region>/<jobId>[:<index>]`` ids;
-:func:`field` reads a key an answer must have; :func:`log_stream` names a job's CloudWatch stream.
+:func:`field` reads a key an answer must have; :func:`log_stream` names a job's CloudWatch stream;
+:func:`one_array` tells whether a batch of submissions can go as one array job.
 No service call here: the calls are in :mod:`runner.backends.aws_batch`, the requests in
 :mod:`runner.backends.aws_setup`.
 """
@@ -10,8 +11,10 @@ No service call here: the calls are in :mod:`runner.backends.aws_batch`, the req
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
+from runner.backends.base import Submission
 from runner.backends.cloud import EXIT_REASONS, exit_state
 from runner.errors import BackendError, BackendUnavailable
 from runner.states import AttemptState, AttemptStatus
@@ -87,6 +90,16 @@ def parse_id(backend_id: str) -> tuple[str, str, int | None]:
     return m.group(1), m.group(2), None if m.group(3) is None else int(m.group(3))
 
 
+def one_array(subs: Sequence[Submission], limit: int) -> bool:
+    """True when ``subs`` are children 0..n-1 (n <= ``limit``) of one attempt of one spec, each in its
+    own ``<prefix>/<index>`` checkpoint folder: one array job can carry them all."""
+    first = subs[0]
+    prefix = first.checkpoint_uri.rsplit("/", 1)[0]
+    return (len(subs) <= limit and [s.array_index for s in subs] == list(range(len(subs)))
+            and all(s.attempt == first.attempt and s.spec is first.spec for s in subs)
+            and all(s.checkpoint_uri == f"{prefix}/{s.array_index}" for s in subs))
+
+
 def log_stream(job: dict[str, Any]) -> tuple[str, str | None]:
     """(CloudWatch log group, stream) of a described job; the stream is None until its container starts."""
     container = job.get("container") or {}
@@ -97,4 +110,5 @@ def log_stream(job: dict[str, Any]) -> tuple[str, str | None]:
     return group, stream
 
 
-__all__ = ["CANCEL_REASON", "PREEMPT_REASON", "PROGRESSION", "classify", "field", "log_stream", "parse_id"]
+__all__ = ["CANCEL_REASON", "PREEMPT_REASON", "PROGRESSION", "classify", "field", "log_stream", "one_array",
+           "parse_id"]

@@ -7,7 +7,6 @@ a spot reclaim ends a Batch job, which is what the classifier must recognise.
 from __future__ import annotations
 
 import dataclasses
-
 import io
 import math
 import os
@@ -301,9 +300,10 @@ def test_array_job_calls_per_poll(backend, aws, tiny_image, capsys):
     listing_checked = False
     while open_ids:
         if not listing_checked and len(open_ids) < ARRAY_SIZE:  # some done, some not: compare both plans
-            listed = AwsBatchBackend(region=REGION)
-            listed._list_children = lambda parent, count: True  # type: ignore[method-assign]
-            by_list, by_describe = listed.poll(ids), backend.poll(ids)
+            listed, described = AwsBatchBackend(region=REGION), AwsBatchBackend(region=REGION)
+            listed._lists = lambda parent, count: True  # type: ignore[method-assign]
+            described._lists = lambda parent, count: False  # type: ignore[method-assign]
+            by_list, by_describe = listed.poll(ids), described.poll(ids)
             moved = [i for i in ids if by_list[i].state != by_describe[i].state]
             assert len(moved) <= ARRAY_SIZE // 10, moved  # only children that moved between the two polls
             assert any(v.state == AttemptState.SUCCEEDED for v in by_list.values())

@@ -146,3 +146,23 @@ def test_poll_costs_at_most_one_call_per_100_children(size, monkeypatch):
             {"RUNNABLE": "PENDING"}.get(s, s) for s in statuses]
         assert len(fake.calls) <= size / 100, (cycle, fake.calls)
     print(f"{size} children: {len(fake.calls)} calls per poll ({fake.calls})")
+
+
+def test_one_array_only_for_children_0_to_n_of_one_attempt_in_their_own_folders():
+    from runner.backends.aws_records import one_array
+    from runner.backends.base import Submission
+    from runner.spec import spec_from_dict
+
+    spec = spec_from_dict({"name": "arr", "image": "img", "backend": "aws", "array": 3,
+                           "aws": {"job_queue": "q"}, "checkpoint": {"uri": "s3://bucket/arr"}})
+
+    def sub(index: int, attempt: int = 1, uri: str | None = None) -> Submission:
+        uri = uri or spec.checkpoint_uri_for(index, "j")
+        return Submission(spec=spec, job_id="j", key=f"j-{index}-{attempt}", attempt=attempt,
+                          array_index=index, checkpoint_uri=uri, env={})
+
+    assert one_array([sub(0), sub(1), sub(2)], limit=10)
+    assert not one_array([sub(0), sub(1), sub(2)], limit=2)          # past Batch's array size
+    assert not one_array([sub(0), sub(2)], limit=10)                 # a gap: index 1 is not being resubmitted
+    assert not one_array([sub(0), sub(1, attempt=2)], limit=10)      # two attempt numbers
+    assert not one_array([sub(0), sub(1, uri="s3://bucket/elsewhere/1")], limit=10)
