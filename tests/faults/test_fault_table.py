@@ -65,3 +65,27 @@ def test_make_faults_runs_each_seed_and_reports_the_spread(monkeypatch: pytest.M
     low, high = cells[3].split("-") if "-" in cells[3] else (cells[3], cells[3])
     assert float(high) >= round(calls[-1], 2) and float(low) <= round(calls[0], 2) + 0.01
     assert "3 seed(s) 1, 2, " in out and "15 trials, 0 losses" in out
+
+
+def test_make_faults_saves_each_seed_and_builds_the_table_from_saved_seeds(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from benchmarks import faults
+
+    monkeypatch.setattr(faults, "REGISTRY", [("toy", "tests.faults.test_fault_table:toy_case")])
+    saved = tmp_path / "seeds"
+    assert faults.main(["--seed", "1", "--seed", "2", "--save", str(saved)]) == 0  # one sitting
+    assert faults.main(["--seed", "3", "--save", str(saved)]) == 0                 # a later one
+    assert sorted(p.name for p in saved.iterdir()) == ["seed-1.json", "seed-2.json", "seed-3.json"]
+    capsys.readouterr()
+    assert faults.main(["--load", str(saved), "--markdown"]) == 0  # nothing new runs
+    out, err = capsys.readouterr()
+    assert "== seed" not in err and err.count("loaded (") == 3
+    line = out.splitlines()[2]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["toy row", "15", "0"] and cells[5] == "6"
+    assert "3 seed(s) 1, 2, 3 (3 loaded, run " in out
+    (saved / "seed-9.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="seed-9.json: not a saved seed"):
+        faults.main(["--load", str(saved)])
+    with pytest.raises(SystemExit, match="no such folder"):
+        faults.main(["--load", str(tmp_path / "missing")])
