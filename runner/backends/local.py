@@ -32,9 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
-from pydantic import Field, field_validator
-from requests.exceptions import RequestException
+from docker.errors import APIError, NotFound
 
 from runner.backends.base import Backend, Submission
 from runner.backends.local_container import (
@@ -45,40 +43,27 @@ from runner.backends.local_container import (
     LABEL_MANAGED,
     check_data_folder,
     classify,
-    container_user,
     run_options,
 )
-from runner.cost.table import DEFAULT_REGIONS, PriceError, PriceTable, parse_machine
-from runner.errors import (
-    BackendError,
-    BackendUnavailable,
-    SpecError,
-    SubmitError,
-    one_line,
+from runner.backends.local_setup import (
+    ENGINE_ERRORS,
+    LocalSettings,
+    check_image_and_data,
+    engine_error,
+    explain,
+    imitated_machine,
+    refused,
+    unreachable,
 )
-from runner.spec.model import JobSpec, SpecModel
+from runner.cost.table import PriceTable
+from runner.errors import BackendError, BackendUnavailable, SubmitError, one_line
+from runner.spec.model import JobSpec
 from runner.states import AttemptState, AttemptStatus
 
 log = logging.getLogger("runner.backends.local")
 
 NAME_PREFIX = "spot-runner-"
 STOP_TIMEOUT = 10
-_ENGINE_ERRORS = (DockerException, RequestException, OSError)
-
-
-class LocalSettings(SpecModel):
-    """The ``local:`` section; ``price_per_hour`` and ``imitates`` price a run as a cloud machine."""
-
-    price_per_hour: float | None = Field(default=None, gt=0, le=1e6)
-    imitates: str | None = None  # [cloud:[region:]]type, e.g. aws:us-east-1:g4dn.xlarge
-    network: str | None = None
-
-    @field_validator("imitates")
-    @classmethod
-    def _check_imitates(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_machine(value)
-        return value
 
 
 class LocalBackend(Backend):
@@ -104,58 +89,22 @@ class LocalBackend(Backend):
 
     @classmethod
     def preflight(cls, spec: JobSpec) -> None:
-        """The image is on this engine and every ``data:`` folder can be read by the task's user.
-
-        An engine that does not answer is not the spec's fault: the watcher waits for it.
-        """
-        try:
-            client = docker.from_env()
-        except _ENGINE_ERRORS:
-            return
-        try:
-            image = client.api.inspect_image(spec.image)
-        except NotFound:
-            raise SpecError(f"field 'image': {spec.image} is not on this machine's Docker engine; build it "
-                            f"(make image) or pull it (docker pull {spec.image})") from None
-        except _ENGINE_ERRORS:
-            return
-        finally:
-            client.close()
-        user = container_user(str((image.get("Config") or {}).get("User") or ""))
-        for name, folder in spec.local_data().items():
-            try:
-                check_data_folder(name, folder, user)
-            except SubmitError as exc:
-                raise SpecError(str(exc)) from None
+        """The image is on this engine and every ``data:`` folder can be read by the task's user."""
+        check_image_and_data(spec)
 
     @classmethod
     def machine(cls, spec: JobSpec, table: PriceTable) -> tuple[str, str, str] | None:
         """The machine ``local.imitates`` names (cloud and region filled in from the table)."""
         local = cls.settings(spec)
-        if not isinstance(local, LocalSettings) or not local.imitates:
-            return None
-        cloud, region, itype = parse_machine(local.imitates)
-        if cloud is None:
-            clouds = sorted({p.cloud for p in table.select(instance_type=itype)})
-            if len(clouds) > 1:
-                raise PriceError(f"local.imitates {itype!r} is priced on {', '.join(clouds)}; "
-                                 f"write cloud:region:type, such as {clouds[0]}:{DEFAULT_REGIONS[clouds[0]]}:{itype}")
-            if not clouds:
-                raise PriceError(f"local.imitates {itype!r} is in no price table; write cloud:region:type and add "
-                                 "it to a prices file (see docs/prices.md), or set cost.on_demand_per_hour")
-            cloud = clouds[0]
-        if region is None:
-            regions = [p.region for p in table.select(cloud, instance_type=itype)]
-            region = DEFAULT_REGIONS[cloud] if DEFAULT_REGIONS[cloud] in regions or not regions else regions[0]
-        return cloud, region, itype
+        return imitated_machine(local.imitates, table) if isinstance(local, LocalSettings) else None
 
     def __init__(self, client: docker.DockerClient | None = None, simulator_url: str | None = None,
                  home: Path | None = None) -> None:
         if client is None:
             try:
                 client = docker.from_env()
-            except _ENGINE_ERRORS as exc:
-                raise BackendError(_unreachable(exc)) from exc
+            except ENGINE_ERRORS as exc:
+                raise BackendError(unreachable(exc)) from exc
             self._owns_client = True
         else:
             self._owns_client = False
@@ -184,28 +133,28 @@ class LocalBackend(Backend):
             raise SubmitError(f"image {spec.image} not found locally: run `make image` "
                               f"or docker pull {spec.image}") from None
         except APIError as exc:
-            raise _refused(exc, _engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendUnavailable(_unreachable(exc)) from exc
+            raise refused(exc, engine_error(exc, f"cannot inspect the image {spec.image}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendUnavailable(unreachable(exc)) from exc
         options = self._run_options(sub, str((image.get("Config") or {}).get("User") or ""))
         try:
             container = self.client.containers.create(spec.image, name=name, **options)
         except APIError as exc:
             if exc.status_code == 409:  # submitted before under this key: adopt it
                 return self._adopt(name)
-            raise _refused(exc, one_line(f"cannot create container {name}: {_explain(exc)}; "
+            raise refused(exc, one_line(f"cannot create container {name}: {explain(exc)}; "
                                          "check the job spec's image, command and resources")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendUnavailable(_unreachable(exc)) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendUnavailable(unreachable(exc)) from exc
         if self.hold is not None and self.hold(sub):  # simulated spot capacity is gone: wait, created
             log.debug("holding %s (%s): no simulated spot capacity", name, container.id[:12])
             return str(container.id)
         try:
             container.start()
-        except _ENGINE_ERRORS as exc:
-            reason = _explain(exc) if isinstance(exc, APIError) else str(exc)
+        except ENGINE_ERRORS as exc:
+            reason = explain(exc) if isinstance(exc, APIError) else str(exc)
             self._discard(container.id)
-            raise _refused(exc, one_line(f"cannot start container {name}: {reason}; "
+            raise refused(exc, one_line(f"cannot start container {name}: {reason}; "
                                          "check the image's entrypoint and the job's command")) from exc
         log.debug("started %s (%s) from %s", name, container.id[:12], spec.image)
         return str(container.id)
@@ -222,9 +171,9 @@ class LocalBackend(Backend):
             try:
                 info = self.client.info()
             except APIError as exc:
-                raise _refused(exc, _engine_error(exc, "cannot ask the engine about its host")) from exc
-            except _ENGINE_ERRORS as exc:
-                raise BackendUnavailable(_unreachable(exc)) from exc
+                raise refused(exc, engine_error(exc, "cannot ask the engine about its host")) from exc
+            except ENGINE_ERRORS as exc:
+                raise BackendUnavailable(unreachable(exc)) from exc
             self._host = {"cpus": int(info.get("NCPU") or 0), "memory": int(info.get("MemTotal") or 0),
                           "runtimes": set(info.get("Runtimes") or {})}
         return self._host
@@ -236,7 +185,7 @@ class LocalBackend(Backend):
             state = info.get("State") or {}
             if state.get("Status") == "created" and not state.get("Error") and not state.get("ExitCode"):
                 self.client.api.start(info["Id"])
-        except _ENGINE_ERRORS as exc:
+        except ENGINE_ERRORS as exc:
             raise SubmitError(one_line(f"container {name} exists but cannot be adopted: {exc}; "
                                         f"remove it with docker rm -f {name}")) from exc
         if (info.get("Config") or {}).get("Labels", {}).get(LABEL_MANAGED) != "1":
@@ -256,17 +205,17 @@ class LocalBackend(Backend):
             # Only the asked ids (the engine ORs repeated id filters): finished containers are kept
             # for `runner logs`, so listing every managed one would grow without bound.
             rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1", "id": wanted})
-        except _ENGINE_ERRORS as exc:
-            unknown = AttemptStatus(AttemptState.UNKNOWN, _engine_error(exc, "cannot list containers"))
+        except ENGINE_ERRORS as exc:
+            unknown = AttemptStatus(AttemptState.UNKNOWN, engine_error(exc, "cannot list containers"))
             return {backend_id: unknown for backend_id in wanted}
         listed = {str(row.get("Id")): str(row.get("State") or "") for row in rows}
         result: dict[str, AttemptStatus] = {}
         for backend_id in wanted:
             try:
                 result[backend_id] = self._status(backend_id, listed.get(backend_id))
-            except _ENGINE_ERRORS as exc:
+            except ENGINE_ERRORS as exc:
                 result[backend_id] = AttemptStatus(
-                    AttemptState.UNKNOWN, _engine_error(exc, f"cannot inspect {backend_id[:12]}"))
+                    AttemptState.UNKNOWN, engine_error(exc, f"cannot inspect {backend_id[:12]}"))
         return result
 
     def _status(self, backend_id: str, listed_state: str | None) -> AttemptStatus:
@@ -312,9 +261,9 @@ class LocalBackend(Backend):
         except NotFound:
             return False
         except APIError as exc:
-            raise BackendError(one_line(f"cannot start {backend_id[:12]}: {_explain(exc)}")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_unreachable(exc)) from exc
+            raise BackendError(one_line(f"cannot start {backend_id[:12]}: {explain(exc)}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(unreachable(exc)) from exc
         return True
 
     def notify(self, backend_id: str) -> bool:
@@ -329,9 +278,9 @@ class LocalBackend(Backend):
         except APIError as exc:
             if exc.status_code == 409:  # not running
                 return False
-            raise BackendError(one_line(f"cannot send {name} to {backend_id[:12]}: {_explain(exc)}")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_unreachable(exc)) from exc
+            raise BackendError(one_line(f"cannot send {name} to {backend_id[:12]}: {explain(exc)}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(unreachable(exc)) from exc
         return True
 
     def cancel(self, backend_id: str) -> None:
@@ -345,9 +294,9 @@ class LocalBackend(Backend):
         except NotFound:
             return
         except APIError as exc:
-            raise BackendError(one_line(f"cannot stop {backend_id[:12]}: {_explain(exc)}")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_unreachable(exc)) from exc
+            raise BackendError(one_line(f"cannot stop {backend_id[:12]}: {explain(exc)}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(unreachable(exc)) from exc
 
     def remove(self, backend_id: str) -> None:
         """Remove the container (forcibly) and its markers; a missing container is fine."""
@@ -356,9 +305,9 @@ class LocalBackend(Backend):
         except NotFound:
             pass
         except APIError as exc:
-            raise BackendError(one_line(f"cannot remove {backend_id[:12]}: {_explain(exc)}")) from exc
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_unreachable(exc)) from exc
+            raise BackendError(one_line(f"cannot remove {backend_id[:12]}: {explain(exc)}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(unreachable(exc)) from exc
         for kind in ("preempted", "cancelled"):
             self._marker(kind, backend_id).unlink(missing_ok=True)
         self._started_at.pop(backend_id, None)
@@ -366,7 +315,7 @@ class LocalBackend(Backend):
     def _discard(self, backend_id: str) -> None:
         try:
             self.client.api.remove_container(backend_id, force=True)
-        except _ENGINE_ERRORS:
+        except ENGINE_ERRORS:
             log.warning("could not remove the container %s that failed to start", backend_id[:12])
 
     def _marker(self, kind: str, backend_id: str) -> Path:
@@ -386,8 +335,8 @@ class LocalBackend(Backend):
         except NotFound:
             raise BackendError(f"no container {backend_id[:12]}: it was removed; "
                                "its logs are gone with it") from None
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_engine_error(exc, f"cannot read the logs of {backend_id[:12]}")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(engine_error(exc, f"cannot read the logs of {backend_id[:12]}")) from exc
         pending = b""
         for chunk in stream:
             pending += chunk
@@ -405,8 +354,8 @@ class LocalBackend(Backend):
         """
         try:
             rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_KEY}={sub.key}"})
-        except _ENGINE_ERRORS as exc:
-            raise BackendError(_engine_error(exc, "cannot list containers")) from exc
+        except ENGINE_ERRORS as exc:
+            raise BackendError(engine_error(exc, "cannot list containers")) from exc
         if not rows:
             return None
         if rows[0].get("State") == "created" and not (self.hold is not None and self.hold(sub)):
@@ -422,35 +371,6 @@ class LocalBackend(Backend):
         if topic not in self._warned:
             self._warned.add(topic)
             log.warning("%s", message)
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-#: Engine answers that mean "busy, ask again": throttling, or a proxy in front of a remote engine.
-_BUSY = frozenset({429, 502, 503, 504})
-
-
-def _refused(exc: BaseException, text: str) -> BackendError:
-    """SubmitError for the engine's refusal; BackendUnavailable (waited out) when it is busy or unreachable."""
-    if isinstance(exc, APIError) and exc.status_code not in _BUSY:
-        return SubmitError(text)
-    return BackendUnavailable(text if isinstance(exc, APIError) else _unreachable(exc))
-
-
-def _explain(exc: APIError) -> str:
-    return str(exc.explanation or exc)
-
-
-def _engine_error(exc: BaseException, what: str) -> str:
-    """Return one line for an engine error: the engine's answer, or that it cannot be reached."""
-    if isinstance(exc, APIError):
-        return one_line(f"{what}: {_explain(exc)}")
-    return _unreachable(exc)
-
-
-def _unreachable(exc: BaseException) -> str:
-    return one_line(f"cannot reach the Docker engine ({exc}): start dockerd or set DOCKER_HOST")
 
 
 __all__ = ["LABEL_ATTEMPT", "LABEL_INDEX", "LABEL_JOB", "LABEL_KEY", "LABEL_MANAGED", "LocalBackend", "LocalSettings",
