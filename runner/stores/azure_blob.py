@@ -47,11 +47,14 @@ _TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
 _DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                  "InsufficientAccountPermissions", "AccountIsDisabled"}
 # azure-core logs every request's URL and headers at INFO, and a task logs at INFO: each checkpoint
-# read or write added a dozen lines per request to the job's log. Quieted to warnings unless that
-# logger's level was set already or RUNNER_LOG_LEVEL=DEBUG asks for everything.
-_HTTP_LOG = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
-if _HTTP_LOG.level == logging.NOTSET and os.environ.get("RUNNER_LOG_LEVEL", "").upper() != "DEBUG":
-    _HTTP_LOG.setLevel(logging.WARNING)
+# read or write added a dozen lines per request to the job's log. Its transport also warns a bare
+# "Incomplete download." for a body cut short, which the retry policy below retries (and a last
+# failure is this store's own one-line error). Both quieted unless that logger's level was set
+# already or RUNNER_LOG_LEVEL=DEBUG asks for everything.
+for _name, _level in (("azure.core.pipeline.policies.http_logging_policy", logging.WARNING),
+                      ("azure.core.pipeline.transport", logging.ERROR)):
+    if logging.getLogger(_name).level == logging.NOTSET and os.environ.get("RUNNER_LOG_LEVEL", "").upper() != "DEBUG":
+        logging.getLogger(_name).setLevel(_level)
 _NETWORK_ERRORS = (aexc.ServiceRequestError, aexc.ServiceResponseError, aexc.IncompleteReadError, ConnectionError,
                    TimeoutError)
 

@@ -122,3 +122,19 @@ def test_regression_a_not_found_answer_cut_short_is_a_miss_not_an_outage(kind: s
             with pytest.raises(FileNotFoundError):
                 store.read_bytes("absent.json")
         assert proxy.injected["truncated"] >= 1, seen
+
+
+def test_regression_a_download_cut_short_is_retried_without_a_bare_warning(azurite: Any,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """azure-core's transport warned a bare "Incomplete download." into the task's log for each body
+    cut short, with nothing to say it was retried (it is: the read below returns the whole blob)."""
+    bucket = create_bucket("az", azurite.env)
+    data = os.urandom(300_000)
+    with environ(env_for("az", azurite.url)):
+        open_store(f"az://{bucket}/p").write_bytes("state.bin", data)
+    cut = lambda method, path: method == "GET" and "state.bin" in path  # noqa: E731
+    with FaultProxy(azurite.url, rate=1.0, faults=("truncated",), max_in_row=2, fault_match=cut) as proxy:
+        with environ(env_for("az", proxy.url)):
+            assert open_store(f"az://{bucket}/p").read_bytes("state.bin") == data
+        assert proxy.injected["truncated"] >= 1
+    assert not [r for r in caplog.records if "Incomplete download" in r.getMessage()]
