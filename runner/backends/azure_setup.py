@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from runner.backends.azure_records import message
 from runner.backends.base import Submission
 from runner.errors import BackendError, SubmitError
+from runner.logs import quiet_azure_logs
 from runner.spec.model import JobSpec, SpecModel
 
 log = logging.getLogger("runner.backends.azure")
@@ -100,6 +101,7 @@ def make_client(account_url: str) -> Any:
     # A 503 whose body is not JSON (a gateway's page) is logged there with a traceback at WARNING; the
     # runner reports the error itself, in one line.
     logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
+    quiet_azure_logs()  # azure-core's per-request lines and bare "Incomplete download." warnings
     return BatchClient(endpoint=account_url.rstrip("/"), credential=credential, retry_total=2,
                        retry_backoff_factor=0.3, connection_timeout=10, read_timeout=60)
 

@@ -21,7 +21,6 @@ Connect and read timeouts: ``runner.stores.deadline``.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from typing import IO, Any
@@ -30,6 +29,7 @@ import azure.core.exceptions as aexc
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from runner.errors import ConfigError, StoreError
+from runner.logs import quiet_azure_logs
 from runner.stores.cloud import (
     ATTEMPTS,
     FIRST_BACKOFF_S,
@@ -46,15 +46,7 @@ BLOCK_BYTES = 8 * 1024 ** 2
 _TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
 _DENIED_CODES = {"AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
                  "InsufficientAccountPermissions", "AccountIsDisabled"}
-# azure-core logs every request's URL and headers at INFO, and a task logs at INFO: each checkpoint
-# read or write added a dozen lines per request to the job's log. Its transport also warns a bare
-# "Incomplete download." for a body cut short, which the retry policy below retries (and a last
-# failure is this store's own one-line error). Both quieted unless that logger's level was set
-# already or RUNNER_LOG_LEVEL=DEBUG asks for everything.
-for _name, _level in (("azure.core.pipeline.policies.http_logging_policy", logging.WARNING),
-                      ("azure.core.pipeline.transport", logging.ERROR)):
-    if logging.getLogger(_name).level == logging.NOTSET and os.environ.get("RUNNER_LOG_LEVEL", "").upper() != "DEBUG":
-        logging.getLogger(_name).setLevel(_level)
+quiet_azure_logs()  # the SDK's per-request lines and bare warnings: runner/logs.py
 _NETWORK_ERRORS = (aexc.ServiceRequestError, aexc.ServiceResponseError, aexc.IncompleteReadError, ConnectionError,
                    TimeoutError)
 
