@@ -28,8 +28,10 @@ def watch(
         envvar="RUNNER_LEASE_TTL", min=1.0,
         help="seconds a job's lease lasts unless renewed; a dead watcher's jobs are taken over after it")] = 30.0,
 ) -> None:
-    """Keep jobs alive: poll, resubmit after preemptions. With no job ids it watches every unfinished
-    job and keeps running, waiting for new ones, until SIGTERM/SIGINT (leases released, exit 0)."""
+    """Keep jobs alive: poll, resubmit after preemptions.
+
+    With no job ids: every unfinished job, and new ones as they come, until SIGTERM/SIGINT (exit 0).
+    """
     try:
         if lease_ttl < 2 * interval:
             raise SpecError(f"--lease-ttl {lease_ttl:g} is shorter than two passes (--interval {interval:g}): "
@@ -99,8 +101,12 @@ def report(
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out", help="folder for the files (default: $RUNNER_HOME/reports)")] = None,
 ) -> None:
-    """Write <job>.png and <job>.html per job (timeline of attempts, preemptions, notices, checkpoints,
-    progress; cost table), or summary.png and summary.html for all jobs. Needs matplotlib (the report extra)."""
+    """Write a PNG and an HTML report per job, or a summary of all jobs.
+
+    <job>.png and <job>.html: attempts, preemptions, notices, checkpoints, progress and costs.
+
+    With no job ids: summary.png and summary.html. Needs matplotlib (the report extra).
+    """
     from runner.report import write_reports
 
     try:
@@ -138,8 +144,10 @@ def simulate(
     spot_price: Annotated[Optional[float], typer.Option(help="spot price per hour (with --on-demand-price)")] = None,
     on_demand_price: Annotated[Optional[float], typer.Option(help="on-demand price per hour (with --spot-price)")] = None,
 ) -> None:
-    """Predict completion time, spend and v for several checkpoint intervals, the auto one among them;
-    with --trace, replay spot availability and compare the capacity policies against a deadline."""
+    """Predict completion time, spend and v for several checkpoint intervals, the auto one among them.
+
+    With --trace: replay spot availability and compare the capacity policies against a deadline.
+    """
     from runner.cost.simulate_cli import run_simulation, run_trace_simulation
 
     try:
@@ -201,7 +209,8 @@ def ui(
     watch_status: Annotated[Optional[Path], typer.Option(envvar="RUNNER_WATCH_STATUS_FILE", help="the watcher's "
                                                          "--status-file, to show its health")] = None,
 ) -> None:
-    """Serve a live dashboard of the ledger: jobs, attempts, preemptions, spend and v; cancel, halt, resume.
+    """Serve a live dashboard of the ledger: jobs, attempts, preemptions, spend; cancel, halt, resume.
+
     Needs the ui extra (make install and the control image have it)."""
     from runner.ui import serve
 
