@@ -24,9 +24,9 @@ The module is imported only when its group runs. The function should:
 
 - run fewer trials when ``ctx.quick`` (CI: the whole quick table stays within a few minutes on
   2 cores) and draw its randomness from ``ctx.rng(name)`` so that ``--seed`` reproduces a run;
-- get a running cloud emulator from ``ctx.emulator("s3" | "gs" | "az")`` (started once, shared,
-  stopped at the end; ``.env`` holds the variables a client needs) and scratch space from
-  ``ctx.workdir``;
+- get a running cloud emulator from ``ctx.emulator("s3" | "gs" | "az")`` (started on first use
+  in a seed, shared by its groups, stopped when the seed ends; ``.env`` holds the variables a
+  client needs) and scratch space from ``ctx.workdir``;
 - count a trial as a loss rather than raise; raise :class:`CaseUnavailable` (one line) when the
   machine cannot run it (no engine, no root to mount a tmpfs): the row then reads "unavailable"
   and counts as a failure unless ``--allow-unavailable``;
@@ -143,7 +143,7 @@ def run_group(name: str, target: str, ctx: FaultContext) -> list[Row]:
 
 @contextlib.contextmanager
 def script_emulators() -> Iterator[dict[str, Callable[[], Any]]]:
-    """Emulators for a run outside pytest, stopped when the run ends."""
+    """Emulators for a seed of a run outside pytest, each started on first use, all stopped at the exit."""
     from tests.faults.servers import start_emulator
 
     stack = contextlib.ExitStack()
@@ -297,10 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the cases' expected warnings are not news
     try:  # restored after: tests call main() in their own process, whose later tests read these logs
-        with tempfile.TemporaryDirectory(prefix="faults-") as tmp, script_emulators() as emulators:
+        with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
             for seed in seeds:
                 t0 = time.monotonic()
-                rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
+                # Each seed's emulators are stopped when it ends: the GCS one keeps every object in memory.
+                with script_emulators() as emulators:
+                    rows = run_seed(seed, groups, args.quick, Path(tmp) / f"seed-{seed}", emulators)
                 tables.append(rows)
                 if args.save:
                     saved = save_seed(args.save, seed, rows, args.quick, [n for n, _ in groups], time.monotonic() - t0)

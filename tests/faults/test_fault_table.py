@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,31 @@ def toy_case(ctx: FaultContext) -> list[Row]:
     call, commit = rng.uniform(0.1, 2.0), rng.uniform(1.0, 40.0)
     return [Row("toy row", 5, 0, f"seed {ctx.seed}",
                 {"store_call_s": call, "commit_s": commit, "commits": 2, "commits_30s": int(commit < 30) + 1})]
+
+
+STARTED: list[Any] = []   # the s3 emulator's process of each seed
+EARLIER_ALIVE: list[bool] = []  # whether an earlier seed's emulator still ran when a seed began
+
+
+def emulator_case(ctx: FaultContext) -> list[Row]:
+    """A stand-in group that uses the s3 emulator (moto) and notes which process served it."""
+    EARLIER_ALIVE.extend(p.poll() is None for p in STARTED)
+    STARTED.append(ctx.emulator("s3").process)
+    return [Row("emulator row", 1, 0)]
+
+
+def test_make_faults_stops_each_seeds_emulators_when_the_seed_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GCS emulator keeps every object in RAM: eleven seeds' worth of emulators, all kept until the
+    end of the run, held over 10 GB on the machine."""
+    from benchmarks import faults
+
+    monkeypatch.setattr(faults, "REGISTRY", [("emu", "tests.faults.test_fault_table:emulator_case")])
+    STARTED.clear()
+    EARLIER_ALIVE.clear()
+    assert faults.main(["--seed", "1", "--seed", "2"]) == 0
+    assert len(STARTED) == 2 and STARTED[0] is not STARTED[1]  # one emulator per seed
+    assert EARLIER_ALIVE == [False]                            # seed 1's stopped before seed 2 began
+    assert all(p.poll() is not None for p in STARTED)          # and none left after the run
 
 
 def test_make_faults_runs_each_seed_and_reports_the_spread(monkeypatch: pytest.MonkeyPatch,
