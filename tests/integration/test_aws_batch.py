@@ -214,7 +214,8 @@ def test_unreachable_service_is_unknown_and_the_watcher_catches_up(moto_server, 
         assert attempt.state == AttemptState.UNKNOWN, attempt
         assert sum("state unknown" in t for t in events) == 1, events
         proxy.down = False
-        watcher.run(interval=0.5)
+        deadline = time.monotonic() + 180  # bounded: a job that never ends fails here, never hangs the suite
+        watcher.run(interval=0.5, should_stop=lambda: time.monotonic() > deadline)
         assert ledger.get_job(job_id).state.value == "SUCCEEDED"
         assert [a.state for a in ledger.attempts(job_id)] == [AttemptState.SUCCEEDED]
 

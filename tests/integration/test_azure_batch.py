@@ -164,7 +164,8 @@ def test_stand_in_down_reads_unknown_never_failed(standin, tmp_path):
             assert ledger.get_job(job_id).state.value in ("QUEUED", "RUNNING")
         finally:
             standin.resume()
-        watcher.run(interval=0.5)
+        deadline = time.monotonic() + 180  # bounded: a job that never ends fails here, never hangs the suite
+        watcher.run(interval=0.5, should_stop=lambda: time.monotonic() > deadline)
         watcher.close()
         assert ledger.get_job(job_id).state.value == "SUCCEEDED"
         assert len(ledger.attempts(job_id)) == 1

@@ -181,7 +181,8 @@ def test_service_down_is_unknown_then_recovers(backend, standin, home):
             assert attempt.state is AttemptState.UNKNOWN
         finally:
             standin.resume()
-        watcher.run(interval=0.5)
+        deadline = time.monotonic() + 180  # bounded: a job that never ends fails here, never hangs the suite
+        watcher.run(interval=0.5, should_stop=lambda: time.monotonic() > deadline)
         assert [a.state for a in ledger.attempts(job_id)] == [AttemptState.SUCCEEDED]
         assert ledger.get_job(job_id).state.value == "SUCCEEDED"
     assert any("state unknown" in e and "not resubmitting" in e for e in events), events
