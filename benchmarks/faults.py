@@ -231,12 +231,25 @@ def run_seed(seed: int, groups: list[tuple[str, str]], quick: bool, workdir: Pat
 
 
 def save_seed(folder: Path, seed: int, rows: list[Row], quick: bool, groups: list[str], seconds: float) -> Path:
-    """Write one seed's rows to ``folder/seed-<seed>[-quick].json`` (atomically) and return the path."""
+    """Write one seed's rows to ``folder/seed-<seed>[-quick].json`` (atomically) and return the path.
+
+    A seed saved already keeps its other groups: the rows of the groups run again (``--only``)
+    replace theirs, and the replaced rows stay on record under ``reruns`` with when they ran.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"seed-{seed}{'-quick' if quick else ''}.json"
-    doc = {"seed": seed, "quick": quick, "groups": groups, "seconds": round(seconds),
-           "finished": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", "host": f"{platform.machine()}, {_cpus()} CPUs",
-           "rows": [row._asdict() for row in rows]}
+    now = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    doc: dict[str, Any] = {"seed": seed, "quick": quick, "groups": groups, "seconds": round(seconds),
+                           "finished": now, "host": f"{platform.machine()}, {_cpus()} CPUs",
+                           "rows": [row._asdict() for row in rows]}
+    if path.exists():
+        old = json.loads(path.read_text())
+        new = {row.case: row._asdict() for row in rows}
+        replaced = [r for r in old["rows"] if r["case"] in new]
+        doc = {**old, "groups": [*old["groups"], *(g for g in groups if g not in old["groups"])],
+               "rows": [new.pop(r["case"], r) for r in old["rows"]] + list(new.values()),
+               "reruns": [*old.get("reruns", []), {"groups": groups, "finished": now, "seconds": round(seconds),
+                                                   "replaced": replaced}]}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(path)
@@ -290,8 +303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables: list[list[Row]] = []
     loaded = [doc for folder in args.load for doc in load_seeds(folder, args.quick)]
     for doc in loaded:
+        reruns = "".join(f"; {', '.join(r['groups'])} run again {r['finished']}, replacing: "
+                         + "; ".join(f"{o['case']}: {o['trials']} trials, {o['losses']} losses, {o['notes']}"
+                                     for o in r["replaced"]) for r in doc.get("reruns", []))
         print(f"-- seed {doc['seed']}: loaded ({doc.get('finished', '?')}, {doc.get('seconds', '?')} s, "
-              f"groups {', '.join(doc.get('groups', []))})", file=sys.stderr, flush=True)
+              f"groups {', '.join(doc.get('groups', []))}{reruns})", file=sys.stderr, flush=True)
         tables.append(doc["rows"])
     quiet = logging.getLogger("runner")
     level = quiet.level

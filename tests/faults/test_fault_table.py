@@ -7,6 +7,7 @@ for a tmpfs) skips, or fails with RUNNER_REQUIRE_DOCKER=1 as in CI.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -110,6 +111,14 @@ def test_make_faults_saves_each_seed_and_builds_the_table_from_saved_seeds(
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[:3] == ["toy row", "15", "0"] and cells[5] == "6"
     assert "3 seed(s) 1, 2, 3 (3 loaded, run " in out
+    assert faults.main(["--seed", "2", "--save", str(saved)]) == 0  # seed 2 again: its rows replaced, on record
+    doc = json.loads((saved / "seed-2.json").read_text())
+    assert len(doc["rows"]) == 1 and [r["groups"] for r in doc["reruns"]] == [["toy"]]
+    assert doc["reruns"][0]["replaced"][0]["case"] == "toy row"
+    capsys.readouterr()
+    assert faults.main(["--load", str(saved), "--markdown"]) == 0
+    out, err = capsys.readouterr()
+    assert "toy run again" in err and "| toy row | 15 | 0 |" in out
     (saved / "seed-9.json").write_text("{not json")
     with pytest.raises(SystemExit, match="seed-9.json: not a saved seed"):
         faults.main(["--load", str(saved)])
