@@ -131,8 +131,9 @@ def ensure_definition(batch: Any, request: dict[str, Any]) -> tuple[str, bool]:
     revisions = sorted(int(d["revision"]) for d in field(found, "jobDefinitions", "describe_job_definitions"))
     if revisions:
         return f"{name}:{revisions[-1]}", False
-    answer = batch.register_job_definition(**request)
-    return f"{answer['jobDefinitionName']}:{answer['revision']}", True
+    answer = batch.register_job_definition(**request)  # cut short, it reads as {}: ask again (it finds it then)
+    return f"{field(answer, 'jobDefinitionName', 'register_job_definition')}:" \
+           f"{field(answer, 'revision', 'register_job_definition')}", True
 
 
 def submit_request(sub: Submission, definition: str, array_size: int | None = None) -> dict[str, Any]:

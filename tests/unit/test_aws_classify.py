@@ -166,3 +166,27 @@ def test_one_array_only_for_children_0_to_n_of_one_attempt_in_their_own_folders(
     assert not one_array([sub(0), sub(2)], limit=10)                 # a gap: index 1 is not being resubmitted
     assert not one_array([sub(0), sub(1, attempt=2)], limit=10)      # two attempt numbers
     assert not one_array([sub(0), sub(1, uri="s3://bucket/elsewhere/1")], limit=10)
+
+
+def test_a_registration_answer_cut_short_is_waited_out_not_a_failed_submit():
+    """Seen in the fault table (seed 836923361): RegisterJobDefinition's answer cut short, which botocore
+    parses as an empty success, became KeyError 'jobDefinitionName' and a FAILED attempt, charged."""
+    from runner.backends.aws_setup import ensure_definition
+    from runner.errors import BackendUnavailable
+
+    class Batch:
+        def __init__(self) -> None:
+            self.registered: list[int] = []
+
+        def describe_job_definitions(self, jobDefinitionName: str, status: str) -> dict:
+            return {"jobDefinitions": [{"revision": r} for r in self.registered]}
+
+        def register_job_definition(self, **request: object) -> dict:
+            self.registered.append(len(self.registered) + 1)
+            return {}  # the service acted; its answer was lost on the way
+
+    batch = Batch()
+    with pytest.raises(BackendUnavailable, match="register_job_definition answered without jobDefinitionName"):
+        ensure_definition(batch, {"jobDefinitionName": "spot-runner-x-abc"})
+    assert ensure_definition(batch, {"jobDefinitionName": "spot-runner-x-abc"}) == ("spot-runner-x-abc:1", False)
+    assert batch.registered == [1]  # asked again, it found the one registered: not a second
