@@ -237,6 +237,8 @@ class _Loop:
                     if every.kind == "auto" and meter.cost_s is not None:
                         interval = self._auto_interval(interval, meter.cost_s, mtbf, coverage)
                     last_save = step_end = time.monotonic()
+                elif due:  # the next checkpoint is due and the last one is still being written: late
+                    writer.hurry()
                 if self.pos.step % self.opts.log_every == 0:
                     now = time.monotonic()
                     rate = (self.pos.step - tick_step) / max(now - tick, 1e-9)
@@ -252,6 +254,8 @@ class _Loop:
     def _wait_for_writer(writer: CheckpointWriter, notices: NoticeWatcher) -> tuple[Notice | None, float]:
         """Wait for the write in flight while watching for a notice (a slow store must not hide one)."""
         start = time.perf_counter()
+        if writer.busy():
+            writer.hurry()
         while writer.busy():
             if notices.wait(0.05) is not None:
                 return notices.notice, time.perf_counter() - start

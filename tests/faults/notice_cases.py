@@ -108,8 +108,11 @@ def _trial(ctx: FaultContext, tally: Tally, kind: str, trial: int, hung: bool, r
         while not target.held() and time.monotonic() < deadline and proc.proc.poll() is None:
             time.sleep(0.01)
         if not target.held():
-            tally.loss(f"{kind} trial {trial}: no checkpoint write was seen: {proc.output[-200:]}")
+            ended = proc.proc.poll()
             proc.proc.kill()
+            proc.finish(30)
+            state = f"the task ended (exit {ended}) first" if ended is not None else "in 120 s"
+            tally.loss(f"{kind} trial {trial}: no checkpoint write was seen ({state}): {_last_lines(proc.output)}")
             return
         time.sleep(rng.uniform(0.0, 0.3))
         before = target.committed()
@@ -146,6 +149,11 @@ def _trial(ctx: FaultContext, tally: Tally, kind: str, trial: int, hung: bool, r
         if proc.proc.poll() is None:
             proc.proc.kill()
         target.close()
+
+
+def _last_lines(output: str, count: int = 3) -> str:
+    """The task's last few lines, joined: what it was doing when the trial gave up on it."""
+    return " | ".join(line.strip() for line in output.splitlines()[-count:])[-400:]
 
 
 def _last_error(output: str) -> str:

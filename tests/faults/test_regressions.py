@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from benchmarks.faults import FaultContext
 from runner.stores import open_store
+from tests.faults import notice_cases
+from tests.faults.cases import Tally
 from tests.faults.proxy import FaultProxy
 from tests.faults.servers import create_bucket, env_for, environ
 
@@ -138,3 +145,23 @@ def test_regression_a_download_cut_short_is_retried_without_a_bare_warning(azuri
             assert open_store(f"az://{bucket}/p").read_bytes("state.bin") == data
         assert proxy.injected["truncated"] >= 1
     assert not [r for r in caplog.records if "Incomplete download" in r.getMessage()]
+
+
+def test_regression_busy_neighbours_do_not_starve_the_checkpoint_writer(azurite: Any, tmp_path: Path) -> None:
+    """The forked writer ran at SCHED_IDLE. Beside four CPU-bound processes in its session (the fault
+    table ran beside an image build: seed 600823969, "no checkpoint write was seen" for 120 s) a
+    checkpoint upload waited 44 s, and the writer killed at a notice's deadline took 13 s to die: the
+    task exited 19 s after the notice of an 8 s window. The same hung-upload trial as the fault
+    table's, with four busy neighbours: exit 75 inside the window, the previous step kept."""
+    neighbours = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    try:
+        ctx = FaultContext(quick=True, seed=600823969, workdir=tmp_path, emulators={"az": lambda: azurite})
+        tally = Tally("busy neighbours")
+        notice_cases._trial(ctx, tally, "az", 1, True, random.Random(1))  # SIGTERM; every upload hung past the window
+    finally:
+        for proc in neighbours:
+            proc.kill()
+            proc.wait()
+    assert tally.trials == 1
+    assert tally.losses == 0, tally.reasons
+    assert tally.facts == {"window ran out: the previous step kept, the loss named": 1}
