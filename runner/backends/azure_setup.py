@@ -98,10 +98,7 @@ def make_client(account_url: str) -> Any:
             raise BackendError("set AZURE_BATCH_ACCOUNT and AZURE_BATCH_KEY, or pip install "
                                "azure-identity for Entra ID sign-in") from exc
         credential = DefaultAzureCredential()
-    # A 503 whose body is not JSON (a gateway's page) is logged there with a traceback at WARNING; the
-    # runner reports the error itself, in one line.
-    logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
-    quiet_azure_logs()  # azure-core's per-request lines and bare "Incomplete download." warnings
+    quiet_azure_logs()  # per-request lines, bare "Incomplete download." warnings, non-JSON 503 tracebacks
     return BatchClient(endpoint=account_url.rstrip("/"), credential=credential, retry_total=2,
                        retry_backoff_factor=0.3, connection_timeout=10, read_timeout=60)
 
