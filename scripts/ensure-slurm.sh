@@ -266,7 +266,8 @@ copy_podman_images() {
     [ "$free" -gt $(( need * 2 )) ] || die "copying $image into Podman needs about $(( need * 2 )) MiB free on /var/lib/docker (a save file and the copy), $free MiB are: free some (docker image prune, rm -rf leftovers in /tmp) and rerun"
     say "copying $image from Docker into Podman ($id, $need MiB)"
     started=$(date +%s)
-    docker save "$image" | podman load >&2 || die "docker save $image | podman load failed"
+    # niced: CI runs this beside its first tests (podman load's hashing and writing would slow them)
+    docker save "$image" | nice -n 10 podman load >&2 || die "docker save $image | podman load failed"
     say "copied $image in $(( $(date +%s) - started ))s"
   done
 }
@@ -307,6 +308,13 @@ case "${1:-}" in
 esac
 
 [ "$(id -u)" -eq 0 ] || die "needs root: it starts slurmctld, slurmd and MariaDB (run it with sudo)"
+# One start at a time: .ci/run starts the cluster in the background while the first tests run, and
+# the Slurm tests' fixture runs this script too; a second call waits here, then finds it running.
+# flock -o: the lock's descriptor is not handed down to the daemons this script leaves running.
+if [ "${SPOT_RUNNER_SLURM_LOCKED:-}" != 1 ]; then
+  flock -n -o "$DIR.lock" true || say "another ensure-slurm.sh is starting the cluster; waiting (lock: $DIR.lock)"
+  exec env SPOT_RUNNER_SLURM_LOCKED=1 flock -o "$DIR.lock" "$0" "$@"
+fi
 started=$(date +%s)
 install_packages
 check_reachable

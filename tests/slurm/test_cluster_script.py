@@ -55,3 +55,4 @@ def test_start_twice_status_and_stop(slurm_conf: str, tmp_path: Path) -> None:
     assert script(folder, "--status").returncode == 1
     assert script(folder, "--bogus").returncode == 1
     shutil.rmtree(folder, ignore_errors=True)
+    Path(f"{folder}.lock").unlink(missing_ok=True)  # the script's lock, beside its folder
