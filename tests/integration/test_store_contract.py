@@ -411,12 +411,13 @@ def test_bad_cloud_uris_are_config_errors() -> None:
             open_store(uri)
 
 
-def test_sdks_are_imported_only_when_used() -> None:
-    code = ("import sys, tempfile, runner.stores, runner.stores.cloud\n"
-            "runner.stores.open_store('file://' + tempfile.mkdtemp()).write_bytes('k', b'v')\n"
+def test_sdks_are_imported_only_when_used(tmp_path: Path) -> None:
+    code = ("import sys, runner.stores, runner.stores.cloud\n"
+            "runner.stores.open_store('file://' + sys.argv[1]).write_bytes('k', b'v')\n"
             "sdks = ('boto3', 'botocore', 's3transfer', 'google.cloud', 'google.auth', 'azure')\n"
             "print(sorted(m for m in sys.modules if m.startswith(sdks)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
 

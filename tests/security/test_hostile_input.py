@@ -10,7 +10,9 @@ the only spec files offered are broken or refused before anything runs.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,7 +26,8 @@ from hypothesis import strategies as st
 from runner import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-_TMP = Path(tempfile.mkdtemp(prefix="hostile-cli-"))
+_TMP = Path(tempfile.mkdtemp(prefix="hostile-cli-"))  # made at import: the strategies below name its files
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # ... and removed when the session ends
 SPECS = {
     "missing": str(_TMP / "no-such.yaml"),
     "folder": str(_TMP),
