@@ -20,7 +20,8 @@ than ``long_open`` seconds, or only for appending, is a log and waits alone) and
 file changed for ``settle`` seconds. Then a file is *held* (the snapshot keeps its last good
 version, or leaves it out if it never had one) when it is open for writing, changed while it was
 read, shrank to nothing, or is no longer a whole file of the format it had (``formats``: a torch
-zip, safetensors, a pickle, JSON). Standard library plus the store: no torch.
+zip, safetensors, a pickle, JSON), or the caller holds it (``hold``: the wrapper's files written by
+a save a signal cut short). Standard library plus the store: no torch.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class FolderSync:
                 shutil.rmtree(dest)
             os.replace(staging / rel, dest)
             st = dest.stat()
-            self._cache[rel] = _Cached((st.st_size, st.st_mtime_ns, st.st_ino), entry.sha256, entry.format)
+            self._cache[rel] = _Cached(_key(st), entry.sha256, entry.format)
         fsync_tree(self.folder)
 
     # -- sync ------------------------------------------------------------------------------
@@ -228,10 +229,33 @@ class FolderSync:
         self._open_since = {rel: self._open_since.get(rel, now) for rel in writing}
         return sorted(rel for rel, w in writing.items() if not w.append and now - self._open_since[rel] < self.long_open)
 
-    def sync(self, final: bool = False) -> SyncResult:
+    def unsettled(self) -> list[str]:
+        """Return the files that changed less than ``settle`` seconds ago, those open for writing left out
+        (``saving`` names a save's; one held open for long is a log): a save between two files is still a save."""
+        now = time.time()
+        return sorted(rel for rel, st in self.scan().items()
+                      if rel not in self._open_since and now - st.st_mtime < self.settle)
+
+    def changed_since(self, baseline: Mapping[str, os.stat_result] | None) -> set[str]:
+        """Return the files that are new or changed since ``baseline`` (a ``scan``); None: since the
+        newest committed snapshot (every file, when there is none)."""
+        found = set()
+        for rel, st in self.scan().items():
+            if baseline is not None:
+                before = baseline.get(rel)
+                if before is None or _key(before) != _key(st):
+                    found.add(rel)
+                continue
+            entry, cached = (self._committed or {}).get(rel), self._cache.get(rel)
+            if entry is None or cached is None or cached.stat_key != _key(st) or cached.sha256 != entry.sha256:
+                found.add(rel)
+        return found
+
+    def sync(self, final: bool = False, hold: Mapping[str, str] | None = None) -> SyncResult:
         """Commit the folder's whole files as the next step unless nothing changed; see the module docstring.
 
         ``final``: the command has exited, so neither wait for saves nor for the folder to settle.
+        ``hold``: files not to commit this round, with why (their last good version is kept).
         """
         with self._lock:
             stats = self.scan()
@@ -245,6 +269,8 @@ class FolderSync:
             held: dict[str, str] = {}
             for rel, st in stats.items():
                 try:
+                    if hold and rel in hold:
+                        raise _Torn(hold[rel])
                     if rel in writing:
                         raise _Torn("open for writing")
                     entries[rel] = self._entry(rel, st)
@@ -281,7 +307,7 @@ class FolderSync:
 
     def _entry(self, rel: str, st: os.stat_result) -> FileEntry:
         """Return the entry of a whole file; raise _Torn when this version must not be committed."""
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        key = _key(st)
         cached = self._cache.get(rel)
         if cached is None or cached.stat_key != key:
             sha = self._hash(rel, st)
@@ -291,8 +317,7 @@ class FolderSync:
             problem = formats.problem(path, fmt, st.st_size)
             if problem is None and previous is not None and previous.size > 0 and st.st_size == 0:
                 problem = "it shrank to nothing"
-            after = os.stat(path)
-            if (after.st_size, after.st_mtime_ns, after.st_ino) != key:
+            if _key(os.stat(path)) != key:
                 raise FolderChanged(f"{rel} changed while it was read")
             cached = self._cache[rel] = _Cached(key, sha, fmt, problem)
         if cached.problem is not None:
@@ -317,7 +342,7 @@ class FolderSync:
             after = os.stat(path)
         except FileNotFoundError:
             raise FolderChanged(f"{rel} was removed while it was read") from None
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino):
+        if _key(after) != _key(before):
             raise FolderChanged(f"{rel} changed while it was read")
         return sha.hexdigest()
 
@@ -373,6 +398,10 @@ class FolderSync:
         if garbage:
             self.store.delete(BLOBS + b for b in garbage)
         self._blobs = stored - set(garbage)
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 __all__ = ["BLOBS", "INDEX", "FileEntry", "FolderChanged", "FolderSync", "SyncResult", "parse_index"]

@@ -9,12 +9,15 @@
 3. While it runs, commit the folder's whole files whenever no save is in progress and the folder
    stayed quiet for ``settle`` seconds; watch every notice source of the contract.
 4. On a notice: write the notice file (source, deadline, seconds left); if the command is in the
-   middle of a save (a file of the folder open for writing), let the save finish first; then send
+   middle of a save (a file of the folder open for writing, or one changed less than ``settle``
+   seconds ago: a save of several files has gaps), let the save finish first; then send
    the configured signal (``RUNNER_NOTICE_SIGNAL``, SIGTERM by default). The window ends at the
    notice's deadline, or ``RUNNER_NOTICE_WINDOW`` seconds (30) after a notice that names none. A
    command still running when only the final sync's reserve is left (at least ``margin``) is killed.
 5. When the child exits: a final sync, bounded by the window's end minus 2 s (a fifth of a shorter
-   window); exit 75 (76 after ``runner halt``'s HALT object, ``contract.exit_after``)
+   window), which leaves out what a save the signal cut short wrote (the child died of a signal
+   after the notice: the files changed since the signal, or since the last snapshot if it was
+   still saving then); exit 75 (76 after ``runner halt``'s HALT object, ``contract.exit_after``)
    after a notice (the snapshot the final sync made, or the one before it when the window ran out:
    the log says what was lost), else the child's own exit code (128 + N when killed by signal N).
    A command that failed right after a restore without committing anything new marks the
@@ -29,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -66,6 +70,8 @@ log = logging.getLogger("runner.exec")
 FINAL_SYNC_TRIES = 5
 #: Seconds a command gets between the signal and the kill, even when its save ran long.
 SIGNAL_GRACE_S = 2.0
+#: The longest pause between two files of one save that a notice waits out (or twice ``settle``).
+SAVE_GAP_S = 1.0
 
 
 class _Wrapper:
@@ -79,6 +85,9 @@ class _Wrapper:
         self.longest_sync = 0.0
         self.commit_by: float | None = None  # monotonic: the final sync's deadline, after a notice
         self.abandoned = False  # a store call was left running at its deadline
+        #: When the notice's signal went out (``_supervise``): the folder, if it was quiet then.
+        self.signalled = False
+        self.at_signal: dict[str, os.stat_result] | None = None
         self._stop_syncing = threading.Event()
         self._last_warning = 0.0
 
@@ -120,7 +129,7 @@ class _Wrapper:
                      " after the notice" if notice is not None else "")
             synced_while_running = self.sync.syncs
             committed = self._final_sync(progress_state(notice.source) if notice is not None
-                                         else "done" if code == 0 else "failed")
+                                         else "done" if code == 0 else "failed", self._torn_by_signal(child, notice))
             if notice is None:
                 if code != 0 and synced_while_running == 0 and self.sync.restored_step is not None:
                     self._mark_failed_restore(code)
@@ -165,8 +174,9 @@ class _Wrapper:
     def _supervise(self, child: subprocess.Popen[bytes], notices: NoticeWatcher) -> Notice | None:
         """Wait for the child; on a notice let a save in progress finish, signal, kill when only the reserve is left."""
         forwarded: Notice | None = None
-        signalled = said_waiting = False
+        said_waiting = False
         kill_at = signal_by = end = 0.0
+        quiet_from: float | None = None  # since when no file was open, the folder still changing
         while child.poll() is None:
             notice = notices.notice
             if notice is not None and forwarded is None:
@@ -181,14 +191,24 @@ class _Wrapper:
                 log.warning("preemption notice from %s (%.1f s left in the window): %s gets %s, and is killed "
                             "%.1f s before the window ends if it still runs", notice.source, end - time.monotonic(),
                             self.opts.command[0], self.opts.signal.name, end - kill_at)
-            if forwarded is not None and not signalled:
+            if forwarded is not None and not self.signalled:
                 saving = self.sync.saving(process_tree(child.pid))  # a log held open for long does not count
-                if saving and time.monotonic() < signal_by:
+                # A save of several files pauses between them: a folder changed less than `settle` ago may be
+                # in one, for a gap's length at most (a script that saves every second never settles).
+                unsettled = [] if saving else self.sync.unsettled()
+                quiet_from = None if saving or not unsettled else quiet_from or time.monotonic()
+                in_gap = quiet_from is not None and time.monotonic() - quiet_from < max(SAVE_GAP_S, 2 * self.opts.settle)
+                busy = saving or (unsettled if in_gap else [])
+                if busy and time.monotonic() < signal_by:
                     if not said_waiting:
                         said_waiting = True
-                        log.info("%s is being written: letting the save finish before the signal", ", ".join(saving))
+                        log.info("%s %s being written: letting the save finish before the signal",
+                                 _some(busy), "is" if len(busy) == 1 else "are")
                 else:
-                    signalled = True
+                    self.signalled = True
+                    # What a save started after this point wrote is torn if the signal kills it; in a save
+                    # (a file open for writing, the folder still changing), what it wrote before too.
+                    self.at_signal = None if saving or unsettled else self.sync.scan()
                     try:
                         os.kill(child.pid, self.opts.signal)
                     except ProcessLookupError:
@@ -237,15 +257,42 @@ class _Wrapper:
                 self.longest_sync = max(self.longest_sync, time.monotonic() - started)
                 self._report(result, "running")
 
-    def _final_sync(self, state: str) -> bool | None:
+    def _torn_by_signal(self, child: subprocess.Popen[bytes], notice: Notice | None) -> dict[str, str]:
+        """After a notice, when a signal killed the command (it did not handle it, or it was killed at the
+        deadline): the files it wrote after the signal, or since the last snapshot if it was saving when
+        the signal went out. A save of several files (a ``checkpoint-N/`` folder) cut there is not whole."""
+        if notice is None or child.returncode is None or child.returncode >= 0:
+            return {}
+        try:
+            if self.signalled:
+                torn = sorted(self.sync.changed_since(self.at_signal))
+            else:  # killed before the signal went out (a signal sent to every process): saving then?
+                torn = sorted(self.sync.changed_since(None)) if self.sync.unsettled() else []
+        except OSError as exc:
+            log.warning("could not look at %s after the command was killed (%s)", self.opts.folder, exc)
+            return {}
+        if not torn:
+            return {}
+        try:
+            how = signal.Signals(-child.returncode).name
+        except ValueError:
+            how = f"signal {-child.returncode}"
+        since = "the signal" if self.at_signal is not None else "the last snapshot"
+        log.warning("%s was killed by %s while it was saving: not committing the %d file%s it wrote since %s (%s); "
+                    "the snapshot keeps their last good versions", self.opts.command[0], how, len(torn),
+                    "" if len(torn) == 1 else "s", since, _some(torn))
+        return dict.fromkeys(torn, f"written by a save that {how} cut short")
+
+    def _final_sync(self, state: str, hold: dict[str, str] | None = None) -> bool | None:
         """Sync once more; True when done, None when the notice window ran out or the store stayed down."""
         for try_ in range(1, FINAL_SYNC_TRIES + 1):
             try:
                 if self.commit_by is None:
-                    result = self.sync.sync(final=True)
+                    result = self.sync.sync(final=True, hold=hold)
                 else:
                     with self.store.deadline_at(self.commit_by):
-                        result = run_bounded(lambda: self.sync.sync(final=True), self.commit_by, "the final sync")
+                        result = run_bounded(lambda: self.sync.sync(final=True, hold=hold), self.commit_by,
+                                             "the final sync")
             except FolderChanged as exc:  # a process still writing: give it a moment
                 log.warning("final sync: %s (try %d of %d)", exc, try_, FINAL_SYNC_TRIES)
                 time.sleep(0.5)
@@ -305,6 +352,11 @@ class _Wrapper:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _some(names: list[str]) -> str:
+    """The first three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def run(opts: ExecOptions, ctx: RunContext | None = None) -> int:

@@ -94,9 +94,30 @@ def test_hf_trainer_survives_preemptions_and_finishes(tmp_path, docker_client):
     assert status["state"] == "SUCCEEDED", out
     reasons = preemption_reasons(status)
     assert len(reasons) == 2, status["attempt_list"]
-    assert any("notice" in r for r in reasons) and any("preemptor" in r for r in reasons), reasons
+    assert any("notice" in r for r in reasons) and any("preemptor" in r for r in reasons), status["attempt_list"]
     folder = final_folder(job_id, tmp_path, tmp_path / "out")
     assert json.loads((folder / "result.json").read_text())["global_step"] == 200
     assert (folder / "checkpoint-200" / "trainer_state.json").exists()
     logs = "".join(runner("logs", job_id, "--attempt", str(n), home=tmp_path).stdout for n in (2, 3))
     assert "resuming from /workspace/checkpoints/checkpoint-" in logs
+
+
+def test_hf_trainer_notices_inside_its_checkpoint_saves_leave_whole_folders(tmp_path, docker_client):
+    """A notice the moment the Trainer creates checkpoint-N/: the wrapper lets the save finish, so the
+    next attempt resumes from a whole folder (before, it committed checkpoint-N/ without its
+    trainer_state.json, and the next attempt died in resume_from_checkpoint)."""
+    image = "localhost/runner-example-hf-trainer:latest"
+    need_image(docker_client, image)
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)  # the image runs as uid 1000
+    harness = Path(__file__).with_name("hf_notice_in_save.py")
+    logs = docker_client.containers.run(
+        image, entrypoint=["python", "/harness.py"], command=["/work", "2", "20"], remove=True,
+        volumes={str(harness): {"bind": "/harness.py", "mode": "ro"}, str(work): {"bind": "/work", "mode": "rw"}})
+    trials = [json.loads(line) for line in logs.decode().splitlines() if line.startswith("{")]
+    assert len(trials) == 2, logs.decode()[-3000:]
+    for trial in trials:
+        assert trial["noticed_with"], trial  # the notice came while a checkpoint folder was being saved
+        assert trial["first"] == 75 and trial["second"] == 0, trial
+        assert trial["resumed"] and trial["resumed"][0].startswith("resuming from"), trial

@@ -223,7 +223,9 @@ def test_a_final_sync_that_cannot_finish_in_the_window_exits_75_and_says_what_is
     slowdisk = ROOT / "tests" / "faults" / "slowdisk"
     control = tmp_path / "delay"
     control.write_text("0")
-    child = [sys.executable, "-c", ("import os, sys, time\n"
+    # It stops cleanly on the signal: a command the signal kills right after a save would have that save held.
+    child = [sys.executable, "-c", ("import os, signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
              "p = os.path.join(os.environ['RUNNER_SYNC_DIR'], 'big.bin')\n"
              "open(p + '.tmp', 'wb').write(os.urandom(200000)); os.replace(p + '.tmp', p)\n"
              "print('saved', flush=True); time.sleep(3)\n"
