@@ -32,6 +32,9 @@ SCRIPT = ROOT / "scripts" / "ensure-slurm.sh"
 CIFAR_IMAGE = "localhost/runner-cifar:latest"
 VENV = Path(sys.prefix)
 FIRST, LAST = "test_preempt.py", "test_walltime.py"
+#: Sets RequeueExit=75 for the whole cluster while it runs: before the background jobs start, whose
+#: continuations exit 75 and would be requeued too.
+SITE_REQUEUE = "test_requeue.py"
 #: The background jobs: 1800 steps of 0.1 s are three times the `short` partition's one-minute limit.
 CHAIN_STEPS = 1800
 IGNORE_SIGNALS = ("import signal, time\nfor s in (signal.SIGTERM, signal.SIGUSR1): signal.signal(s, signal.SIG_IGN)\n"
@@ -46,7 +49,8 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep this folder's tests where they are, but the preemption test first and the wall-time ones last."""
+    """Keep this folder's tests where they are, but the preemption test first, then the one that changes
+    the cluster's requeue setting, and the wall-time ones last."""
     here = [i for i, item in enumerate(items) if Path(str(item.fspath)).parent == Path(__file__).parent]
     if not here:
         return
@@ -54,8 +58,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "slurm_conf" in getattr(items[i], "fixturenames", ()) or "background" in getattr(items[i], "fixturenames", ()):
             items[i].add_marker(pytest.mark.slurm)
     ours = [items[i] for i in here]
-    rank = {FIRST: 0, LAST: 2}
-    ours.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, 1))
+    rank = {FIRST: 0, SITE_REQUEUE: 1, LAST: 3}
+    ours.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, 2))
     for i, item in zip(here, ours):
         items[i] = item
 
@@ -202,8 +206,8 @@ def background(slurm_conf: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(autouse=True)
 def _start_background(request: pytest.FixtureRequest) -> None:
-    """Start the background jobs at the first cluster test after the preemption test, if they are wanted."""
-    if Path(str(request.node.fspath)).name in (FIRST, "test_parse.py", "test_script.py"):
+    """Start the background jobs at the first cluster test after the preemption and requeue tests, if wanted."""
+    if Path(str(request.node.fspath)).name in (FIRST, SITE_REQUEUE, "test_parse.py", "test_script.py"):
         return
     if any(Path(str(item.fspath)).name == LAST for item in request.session.items):
         request.getfixturevalue("background")
