@@ -185,9 +185,14 @@ class LocalBackend(Backend):
             state = info.get("State") or {}
             if state.get("Status") == "created" and not state.get("Error") and not state.get("ExitCode"):
                 self.client.api.start(info["Id"])
-        except ENGINE_ERRORS as exc:
-            raise SubmitError(one_line(f"container {name} exists but cannot be adopted: {exc}; "
+        except NotFound as exc:  # removed since the engine said it exists: the next try creates it
+            raise BackendUnavailable(one_line(f"container {name} went away while it was adopted; "
+                                              "submitting again")) from exc
+        except APIError as exc:  # a refusal fails the attempt; a busy engine is waited out
+            raise refused(exc, one_line(f"container {name} exists but cannot be adopted: {explain(exc)}; "
                                         f"remove it with docker rm -f {name}")) from exc
+        except ENGINE_ERRORS as exc:  # a reset or a timeout on the way: transient, never charged
+            raise BackendUnavailable(unreachable(exc)) from exc
         if (info.get("Config") or {}).get("Labels", {}).get(LABEL_MANAGED) != "1":
             raise SubmitError(f"a container named {name} exists but was not started by the runner; "
                               f"remove it with docker rm -f {name}")

@@ -226,6 +226,31 @@ def test_find_adopts_and_submit_is_idempotent(backend: LocalBackend, image: str,
     assert backend.find(sub) is None
 
 
+def test_a_reset_while_adopting_is_waited_out_not_a_failure(backend: LocalBackend, image: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create whose answer was lost leaves the container behind; the next submit adopts it. A
+    connection reset on that adoption's inspect is transient (CI: it failed the attempt, charged)."""
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    from runner.errors import BackendUnavailable
+
+    sub = make_submission(make_spec(image, ["sleep"]), tmp_path / "ck")
+    backend_id = backend.submit(sub)
+    real, calls = backend.client.api.inspect_container, []
+
+    def reset_once(name: str) -> Any:
+        calls.append(name)
+        if len(calls) == 1:
+            raise RequestsConnectionError(ConnectionResetError(104, "Connection reset by peer"))
+        return real(name)
+
+    monkeypatch.setattr(backend.client.api, "inspect_container", reset_once)
+    with pytest.raises(BackendUnavailable, match="cannot reach the Docker engine"):
+        backend.submit(sub)
+    assert backend.submit(sub) == backend_id and len(calls) == 2
+    backend.remove(backend_id)
+
+
 def test_cancel_is_idempotent_and_gives_cancelled(backend: LocalBackend, image: str, tmp_path: Path) -> None:
     backend_id = backend.submit(make_submission(make_spec(image, ["sleep"]), tmp_path / "ck"))
     status = wait_for(backend, backend_id, running)
