@@ -75,11 +75,20 @@ def test_a_preemption_shows_on_the_open_pages_without_reload_and_cancel_stops_th
 
 def click_action(browser: Any, name: str, job_id: str) -> str:
     """Press an action's button, confirm, and return the answer shown on the page."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     button = browser.find_elements("id", f"action-{name}")
     assert button, f"no {name} button: runner.service.{name} is missing"
     wait_js(browser, f"!document.querySelector('form[data-action=\"{name}\"]').hidden", timeout=15,
             what=f"the {name} button shown")
-    button[0].click()
+    for tries_left in (2, 1, 0):  # the live page swaps its parts in as the job changes: find the button anew
+        try:
+            browser.find_element("id", f"action-{name}").click()
+            break
+        except StaleElementReferenceException:
+            if not tries_left:
+                raise
+            time.sleep(0.2)
     alert = browser.switch_to.alert
     assert job_id in alert.text
     alert.accept()
