@@ -254,8 +254,7 @@ class _Loop:
     def _wait_for_writer(writer: CheckpointWriter, notices: NoticeWatcher) -> tuple[Notice | None, float]:
         """Wait for the write in flight while watching for a notice (a slow store must not hide one)."""
         start = time.perf_counter()
-        if writer.busy():
-            writer.hurry()
+        writer.hurry()  # waited for now: no longer yields to training (no-op when nothing is in flight)
         while writer.busy():
             if notices.wait(0.05) is not None:
                 return notices.notice, time.perf_counter() - start
