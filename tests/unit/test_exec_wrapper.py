@@ -50,6 +50,15 @@ def wrapper(tmp: Path, *child_args: str, signal_name: str = "SIGTERM", attempt: 
                             cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def started(tmp: Path, attempt: int = 1, timeout: float = 30) -> None:
+    """Wait until the child counts (its notice handler is set by then): a notice sent before that kills
+    a child still starting, whatever it would do with it (a fixed 1.5 s was too short on a busy host)."""
+    deadline = time.monotonic() + timeout
+    while not (tmp / f"work{attempt}" / "count.txt").exists():
+        assert time.monotonic() < deadline, "the child never started counting"
+        time.sleep(0.02)
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
@@ -70,7 +79,7 @@ def test_finishes_with_the_child_code_and_the_next_attempt_resumes(tmp_path):
 
 def test_halt_file_notice_becomes_the_configured_signal_and_exit_75(tmp_path):
     proc = wrapper(tmp_path, "SIGUSR1", "0", "100", "0", signal_name="usr1")
-    time.sleep(1.5)
+    started(tmp_path)
     (tmp_path / "halt.txt").touch()
     code, out, err = finish(proc)
     assert code == 75, err
@@ -84,7 +93,7 @@ def test_halt_file_notice_becomes_the_configured_signal_and_exit_75(tmp_path):
 
 def test_sigterm_to_the_wrapper_reaches_a_child_that_dies_of_it(tmp_path):
     proc = wrapper(tmp_path, "SIGUSR2", "0", "100", "0")  # the child does not handle SIGTERM
-    time.sleep(1.5)
+    started(tmp_path)
     proc.send_signal(signal.SIGTERM)
     code, _, err = finish(proc)
     assert code == 75, err
@@ -93,7 +102,7 @@ def test_sigterm_to_the_wrapper_reaches_a_child_that_dies_of_it(tmp_path):
 
 def test_a_child_that_ignores_the_notice_runs_until_the_wrapper_is_stopped(tmp_path):
     proc = wrapper(tmp_path, "SIGTERM", "ignore", "30", "0")
-    time.sleep(1.5)
+    started(tmp_path)
     proc.send_signal(signal.SIGTERM)
     code, out, err = finish(proc)
     assert "notice SIGTERM" in out
@@ -249,7 +258,7 @@ def test_a_halt_request_exits_76_after_the_final_sync(tmp_path):
     """``runner halt`` writes HALT under the checkpoint URI: the command is signalled, the folder committed,
     and the exit is 76 (no service retries it in place), with progress.json saying "halted"."""
     proc = wrapper(tmp_path, "SIGUSR1", "0", "200", "0", signal_name="SIGUSR1")
-    time.sleep(1.5)
+    started(tmp_path)
     (tmp_path / "store").mkdir(exist_ok=True)
     (tmp_path / "store" / "HALT").write_text("halt")
     code, out, err = finish(proc)
