@@ -50,10 +50,12 @@ if pgrep -x dockerd >/dev/null 2>&1; then
   log "dockerd is running but does not answer yet; waiting up to ${WAIT_SECONDS}s"
 else
   log "starting dockerd in the background (log: $DOCKERD_LOG)"
+  # From /: the engine outlives this checkout, and a folder removed under it would stop it from being
+  # started again the same way (the engine-restart fault case restarts it with its own working folder).
   if [ "$(id -u)" -eq 0 ]; then
-    nohup dockerd >"$DOCKERD_LOG" 2>&1 &
+    (cd / && exec nohup dockerd) >"$DOCKERD_LOG" 2>&1 &
   else
-    as_root sh -c "nohup dockerd >'$DOCKERD_LOG' 2>&1 &"
+    as_root sh -c "cd / && nohup dockerd >'$DOCKERD_LOG' 2>&1 &"
   fi
 fi
 

@@ -43,7 +43,8 @@ class Engine:
         self.argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
         self.env = dict(line.decode().split("=", 1) for line in (proc / "environ").read_bytes().split(b"\0")
                         if b"=" in line)
-        self.cwd = os.readlink(proc / "cwd")
+        cwd = os.readlink(proc / "cwd")  # "/tmp/x (deleted)" once the folder it started in was removed
+        self.cwd = cwd if os.path.isdir(cwd) else "/"
         log = os.readlink(proc / "fd" / "1")
         self.log = log if log.startswith("/") and os.path.isfile(log) else "/tmp/dockerd.log"
 
